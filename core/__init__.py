@@ -1,0 +1,1 @@
+"""What every stage shares: configuration, errors, logging, the command line."""

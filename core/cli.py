@@ -1,0 +1,257 @@
+"""The ``events`` command: ``serve``, ``worker``, ``migrate``, ``up``, ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from core.config import Settings, load_settings, settings_markdown
+from core.errors import ConfigError
+from core.logs import configure_logging
+from core.redact import redact_url
+
+log = logging.getLogger("events")
+
+_DB_DOWN = (OSError, TimeoutError)
+
+
+def _install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# ---------------------------------------------------------------------------------------
+# migrate
+
+
+async def _migrate(settings: Settings, *, retry_for: float = 0.0) -> list[int]:
+    import asyncpg
+
+    from storage.migrate import migrate
+
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return await migrate(
+                settings.database_url, partitions_ahead_days=settings.partitions_ahead_days
+            )
+        except (*_DB_DOWN, asyncpg.CannotConnectNowError) as ex:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"cannot reach PostgreSQL at {redact_url(settings.database_url)}: {ex}"
+                ) from ex
+            log.warning("PostgreSQL unreachable; retrying migrations", extra={"error": str(ex)})
+            await asyncio.sleep(2)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    applied = asyncio.run(_migrate(settings, retry_for=args.wait))
+    print(f"migrations applied: {applied or 'none (up to date)'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# worker
+
+
+def _run_worker_process(settings: Settings) -> None:
+    """One worker process: consume until SIGTERM/SIGINT, then finish and exit."""
+    from pipeline.worker import Worker
+
+    configure_logging(settings.log_level, settings.log_format)
+    _install_uvloop()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Worker(settings).run(stop)
+
+    asyncio.run(main())
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    if args.concurrency:
+        settings = settings.with_overrides(worker_concurrency=args.concurrency)
+    processes = args.processes or settings.worker_processes
+    if not args.no_migrate:
+        asyncio.run(_migrate(settings, retry_for=float("inf")))
+    if processes == 1:
+        _run_worker_process(settings)
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    children = [
+        ctx.Process(target=_run_worker_process, args=(settings,), name=f"worker-{i}")
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    return max((c.exitcode or 0) for c in children)
+
+
+# ---------------------------------------------------------------------------------------
+# serve
+
+
+def _serve_argv(args: argparse.Namespace) -> list[str]:
+    argv = [sys.executable, "-m", "gunicorn", "-c", args.config or "python:ingest.gunicorn_config"]
+    if args.bind:
+        argv += ["--bind", args.bind]
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    return argv
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    settings.require_auth()
+    if not args.no_migrate:
+        try:
+            asyncio.run(_migrate(settings))
+        except ConfigError as ex:
+            # The API itself only needs RabbitMQ; say so and serve anyway.
+            log.warning("migrations not applied at start-up", extra={"error": str(ex)})
+    argv = _serve_argv(args)
+    os.execv(argv[0], argv)  # noqa: S606 - replaces this process with gunicorn
+    return 0  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------
+# up: API + workers in one command (the README's run command)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    settings.require_auth()
+    asyncio.run(_migrate(settings, retry_for=30))
+    events = [sys.executable, "-m", "core.cli"]
+    serve = [*events, "serve", "--no-migrate"]
+    if args.bind:
+        serve += ["--bind", args.bind]
+    if args.workers:
+        serve += ["--workers", str(args.workers)]
+    worker = [*events, "worker", "--no-migrate"]
+    if args.processes:
+        worker += ["--processes", str(args.processes)]
+    children = [subprocess.Popen(serve), subprocess.Popen(worker)]  # noqa: S603
+    bind = args.bind or settings.bind
+    print(
+        f"events: API on http://{bind} (POST /events), workers consuming "
+        f"{settings.queue_name}; Ctrl-C stops both",
+        flush=True,
+    )
+
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(c.poll() is None for c in children):
+        time.sleep(0.2)
+    stop(signal.SIGTERM, None)
+    codes = [c.wait() for c in children]
+    return 0 if stopping else max(1, *codes)
+
+
+# ---------------------------------------------------------------------------------------
+# config
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings_markdown())
+        return 0
+    from core.config import SETTINGS
+
+    for s in SETTINGS:
+        value = getattr(settings, s.attr)
+        if s.env in {"API_KEY", "API_KEYS"}:
+            value = f"<{len(settings.api_keys)} key(s)>" if value else "<unset>"
+        elif s.env.endswith("_URL"):
+            value = redact_url(str(value))
+        print(f"{s.env}={value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="events", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the HTTP API under gunicorn")
+    p.add_argument("--bind", help="address to listen on (default: EVENTS_BIND)")
+    p.add_argument("--workers", type=int, help="gunicorn worker processes")
+    p.add_argument("--config", help="gunicorn config (default: the packaged one)")
+    p.add_argument("--no-migrate", action="store_true", help="skip migrations at start-up")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="consume the queue and store events in PostgreSQL")
+    p.add_argument("--processes", type=int, help="worker processes (EVENTS_WORKER_PROCESSES)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="micro-batches written at once per process (EVENTS_WORKER_CONCURRENCY)",
+    )
+    p.add_argument("--no-migrate", action="store_true", help="skip migrations at start-up")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("migrate", help="create the database if needed and apply migrations")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to keep retrying while PostgreSQL is unreachable",
+    )
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("up", help="migrate, then run the API and the workers together")
+    p.add_argument("--bind")
+    p.add_argument("--workers", type=int, help="gunicorn worker processes")
+    p.add_argument("--processes", type=int, help="worker processes")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("config", help="print the effective configuration (secrets hidden)")
+    p.add_argument("--markdown", action="store_true", help="print the README's settings table")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        return int(args.func(settings, args))
+    except ConfigError as ex:
+        print(f"events: {ex}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Every setting of the service, read from the environment in this one module.
+
+Names users already know keep their usual spelling (``DATABASE_URL``, ``RABBITMQ_URL``,
+``REDIS_URL``, ``API_KEY``, ``API_KEYS``); everything else is ``EVENTS_*``. Each setting
+is declared once in ``SETTINGS`` with its default and a one-line description; the README's
+configuration table is checked against this list by the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from core.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable: where it goes, how it is parsed, what it means."""
+
+    env: str
+    attr: str
+    default: str
+    doc: str
+    parse: Callable[[str], Any] = str
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {raw!r}")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"must be zero or a positive integer, got {raw!r}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(f"must be a positive number, got {raw!r}")
+    return value
+
+
+def _keys(raw: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _identifier(raw: str) -> str:
+    value = raw.strip()
+    if not value or not all(c.isalnum() or c in "_-." for c in value):
+        raise ValueError(f"must be letters, digits, '_', '-' or '.', got {raw!r}")
+    return value
+
+
+def _queue_type(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"quorum", "classic"}:
+        raise ValueError(f"must be 'quorum' or 'classic', got {raw!r}")
+    return value
+
+
+def _utc_date(raw: str) -> datetime:
+    value = datetime.fromisoformat(raw.strip())
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"json", "text"}:
+        raise ValueError(f"must be 'json' or 'text', got {raw!r}")
+    return value
+
+
+def _default_api_workers() -> str:
+    return str(max(1, min(4, os.cpu_count() or 1)))
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # Connections
+    Setting(
+        "DATABASE_URL",
+        "database_url",
+        "postgresql://postgres@127.0.0.1:5432/events",
+        "PostgreSQL connection URL (the database is created by `events migrate` if missing).",
+    ),
+    Setting(
+        "RABBITMQ_URL",
+        "rabbitmq_url",
+        "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "RabbitMQ (AMQP 0-9-1) connection URL.",
+    ),
+    Setting(
+        "REDIS_URL",
+        "redis_url",
+        "redis://127.0.0.1:6379/0",
+        "Redis connection URL (rate limits and idempotency keys use it).",
+    ),
+    # Authentication
+    Setting("API_KEY", "api_key", "", "One API key accepted on every authenticated route."),
+    Setting(
+        "API_KEYS", "api_keys_list", "", "Comma-separated API keys, added to `API_KEY`.", _keys
+    ),
+    Setting(
+        "EVENTS_ALLOW_NO_AUTH",
+        "allow_no_auth",
+        "false",
+        "Set to `true` to run without any API key (local experiments only; every request "
+        "is then accepted as key id `anonymous`).",
+        _bool,
+    ),
+    # Queue
+    Setting(
+        "EVENTS_QUEUE_PREFIX",
+        "queue_prefix",
+        "events",
+        "Prefix of the RabbitMQ queue names: `<prefix>_queue` and `<prefix>_queue_dlq`.",
+        _identifier,
+    ),
+    Setting(
+        "EVENTS_QUEUE_TYPE",
+        "queue_type",
+        "quorum",
+        "`quorum` (replicated, fsynced, poison-message limit) or `classic` durable queue. "
+        "Only applies when the queue is first declared.",
+        _queue_type,
+    ),
+    Setting(
+        "EVENTS_DELIVERY_LIMIT",
+        "delivery_limit",
+        "20",
+        "Quorum queues: a message redelivered this many times (its consumer kept dying) "
+        "is moved to the dead-letter queue.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_PUBLISH_TIMEOUT",
+        "publish_timeout",
+        "10",
+        "Seconds the API waits for the broker's publisher confirm before answering 503.",
+        _positive_float,
+    ),
+    # Request limits
+    Setting(
+        "EVENTS_MAX_BODY_BYTES",
+        "max_body_bytes",
+        str(32 * 1024 * 1024),
+        "Largest request body in bytes, checked on the wire and again after decompression "
+        "(413 beyond it).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_EVENTS_PER_REQUEST",
+        "max_events_per_request",
+        "50000",
+        "Most events accepted in one request (413 beyond it).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_EVENT_BYTES",
+        "max_event_bytes",
+        str(64 * 1024),
+        "Largest single event (ids, type and properties JSON) in bytes; a larger event is "
+        "refused, the others are kept.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_USER_ID_LENGTH",
+        "max_user_id_length",
+        "256",
+        "Longest `user_id` in characters.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_EVENT_TYPE_LENGTH",
+        "max_event_type_length",
+        "128",
+        "Longest `event_type` in characters.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_FUTURE_SECONDS",
+        "max_future_seconds",
+        "3600",
+        "How far in the future `occurred_at` may be (clock skew allowance).",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_MIN_OCCURRED_AT",
+        "min_occurred_at",
+        "1970-01-01T00:00:00+00:00",
+        "Earliest accepted `occurred_at` (ISO-8601).",
+        _utc_date,
+    ),
+    # Waiting for commit
+    Setting(
+        "EVENTS_WAIT_TIMEOUT",
+        "wait_timeout",
+        "10",
+        "Seconds `?wait=true` waits for the commit by default before answering 202.",
+        _positive_float,
+    ),
+    Setting(
+        "EVENTS_WAIT_TIMEOUT_MAX",
+        "wait_timeout_max",
+        "60",
+        "Largest `?timeout=` a request may ask for with `?wait=true`.",
+        _positive_float,
+    ),
+    # Worker
+    Setting(
+        "EVENTS_BATCH_MAX_ROWS",
+        "batch_max_rows",
+        "20000",
+        "A worker commits its micro-batch once it holds this many events...",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_BATCH_MAX_AGE_MS",
+        "batch_max_age_ms",
+        "200",
+        "...or once its oldest message waited this many milliseconds.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_PREFETCH",
+        "prefetch",
+        "256",
+        "Unacknowledged messages a worker process may hold (RabbitMQ prefetch count).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_WORKER_CONCURRENCY",
+        "worker_concurrency",
+        "2",
+        "Micro-batches one worker process writes at once, each on its own PostgreSQL connection.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_WORKER_PROCESSES",
+        "worker_processes",
+        "1",
+        "Worker processes started by `events up` / `events worker`.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_RETRY_BASE_MS",
+        "retry_base_ms",
+        "200",
+        "First back-off after a transient database error (doubles, with jitter).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_RETRY_MAX_MS",
+        "retry_max_ms",
+        "30000",
+        "Longest back-off between two attempts of the same micro-batch.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_SHUTDOWN_TIMEOUT",
+        "shutdown_timeout",
+        "30",
+        "Seconds a stopping worker may spend finishing its current micro-batches.",
+        _positive_float,
+    ),
+    # Storage
+    Setting(
+        "EVENTS_PARTITIONS_AHEAD_DAYS",
+        "partitions_ahead_days",
+        "3",
+        "Daily partitions created ahead of today (older days are created on demand).",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_DB_POOL_SIZE",
+        "db_pool_size",
+        "4",
+        "PostgreSQL connections per API process (readiness and `?wait=true`).",
+        _positive_int,
+    ),
+    # Serving
+    Setting("EVENTS_BIND", "bind", "127.0.0.1:8000", "Address `events serve` listens on."),
+    Setting(
+        "EVENTS_API_WORKERS",
+        "api_workers",
+        _default_api_workers(),
+        "gunicorn worker processes for the API (default: CPU count, at most 4).",
+        _positive_int,
+    ),
+    Setting("EVENTS_LOG_LEVEL", "log_level", "INFO", "Log level (DEBUG, INFO, WARNING, ...)."),
+    Setting(
+        "EVENTS_LOG_FORMAT",
+        "log_format",
+        "json",
+        "`json` (one object per line) or `text`.",
+        _log_format,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The parsed configuration, passed explicitly to whatever needs it."""
+
+    database_url: str
+    rabbitmq_url: str
+    redis_url: str
+    api_key: str
+    api_keys_list: tuple[str, ...]
+    allow_no_auth: bool
+    queue_prefix: str
+    queue_type: str
+    delivery_limit: int
+    publish_timeout: float
+    max_body_bytes: int
+    max_events_per_request: int
+    max_event_bytes: int
+    max_user_id_length: int
+    max_event_type_length: int
+    max_future_seconds: int
+    min_occurred_at: datetime
+    wait_timeout: float
+    wait_timeout_max: float
+    batch_max_rows: int
+    batch_max_age_ms: int
+    prefetch: int
+    worker_concurrency: int
+    worker_processes: int
+    retry_base_ms: int
+    retry_max_ms: int
+    shutdown_timeout: float
+    partitions_ahead_days: int
+    db_pool_size: int
+    bind: str
+    api_workers: int
+    log_level: str
+    log_format: str
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """Every configured key, `API_KEY` first, without repeats."""
+        keys = ((self.api_key,) if self.api_key else ()) + self.api_keys_list
+        return tuple(dict.fromkeys(keys))
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.queue_prefix}_queue"
+
+    @property
+    def dead_letter_queue_name(self) -> str:
+        return f"{self.queue_name}_dlq"
+
+    @property
+    def commit_channel(self) -> str:
+        """PostgreSQL NOTIFY channel on which workers announce committed batches."""
+        return f"{self.queue_prefix}_committed"
+
+    def require_auth(self) -> None:
+        """Refuse to serve without a key unless the operator opted out explicitly."""
+        if not self.api_keys and not self.allow_no_auth:
+            raise ConfigError(
+                "no API key configured: set API_KEY=<secret> (or API_KEYS=k1,k2) before "
+                "starting the API, or EVENTS_ALLOW_NO_AUTH=true for a local, unauthenticated "
+                "instance"
+            )
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some attributes replaced (tests and CLI flags use it)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every setting from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        raw = env.get(setting.env, setting.default)
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except ValueError as ex:
+            problems.append(f"{setting.env}: {ex}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    settings = Settings(**values)
+    if settings.wait_timeout > settings.wait_timeout_max:
+        raise ConfigError("EVENTS_WAIT_TIMEOUT must not exceed EVENTS_WAIT_TIMEOUT_MAX")
+    return settings
+
+
+def settings_markdown() -> str:
+    """The configuration table for the README (`events config --markdown`)."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = "CPU count, at most 4" if s.env == "EVENTS_API_WORKERS" else s.default
+        lines.append(f"| `{s.env}` | `{default}` | {s.doc} |")
+    return "\n".join(lines)

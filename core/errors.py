@@ -1,0 +1,33 @@
+"""The root of the service's exceptions, and the transient/terminal marker.
+
+Retry logic asks one question (``is_transient``) instead of matching error text.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Root of every error the service raises on purpose."""
+
+    transient: bool = False
+
+
+class TransientError(ServiceError):
+    """Trying again later may succeed (a server is unreachable, a lock conflict)."""
+
+    transient = True
+
+
+class TerminalError(ServiceError):
+    """Trying again will fail the same way (bad data, bad configuration)."""
+
+    transient = False
+
+
+class ConfigError(TerminalError):
+    """The configuration is missing or invalid; the message says how to fix it."""
+
+
+def is_transient(ex: BaseException) -> bool:
+    """Whether an error is worth retrying, by its class and never by its text."""
+    return bool(getattr(ex, "transient", False))

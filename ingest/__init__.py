@@ -1,0 +1,1 @@
+"""The HTTP edge: a Falcon ASGI app that validates batches and publishes them."""

@@ -1,0 +1,138 @@
+"""The Falcon ASGI application: ``create_app(settings)``.
+
+gunicorn runs ``ingest.app:create_app_from_env()`` (see ``gunicorn.conf.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import falcon
+import falcon.asgi
+import falcon.media
+import orjson
+
+from core.config import Settings, load_settings
+from core.logs import configure_logging
+from ingest.auth import AuthMiddleware
+from ingest.errors import ApiError, falcon_error_body
+from ingest.resources import EventsResource, HealthResource, ReadyResource
+from ingest.runtime import Runtime
+
+log = logging.getLogger("ingest.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RequestLogMiddleware:
+    """Echo/assign ``X-Request-ID`` and log one structured line per request."""
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        req.context.started = time.perf_counter()
+        given = req.get_header("X-Request-ID")
+        req.context.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        resp.set_header("X-Request-ID", req.context.request_id)
+
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        req_succeeded: bool,
+    ) -> None:
+        started = req.context.get("started")
+        log.info(
+            "request",
+            extra={
+                "method": req.method,
+                "path": req.path,
+                "status": int(str(resp.status).split(" ", 1)[0]),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2)
+                if started
+                else None,
+                "events": req.context.get("events"),
+                "key_id": req.context.get("key_id"),
+                "request_id": req.context.get("request_id"),
+            },
+        )
+
+
+async def _api_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: ApiError, params: dict[str, Any]
+) -> None:
+    resp.status = ex.status
+    resp.media = ex.body()
+    for name, value in ex.headers.items():
+        resp.set_header(name, value)
+
+
+def _serialize_falcon_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError
+) -> None:
+    """Falcon's own errors (404, 405, malformed requests) in our error shape."""
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = orjson.dumps(falcon_error_body(ex))
+
+
+async def _unexpected(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    log.exception("unhandled error", extra={"request_id": req.context.get("request_id")})
+    resp.status = falcon.HTTP_500
+    resp.media = {
+        "error": {
+            "code": "internal_error",
+            "message": "an internal error occurred; it has been logged",
+            "request_id": req.context.get("request_id"),
+        }
+    }
+
+
+def _json_handler() -> falcon.media.JSONHandler:
+    return falcon.media.JSONHandler(
+        dumps=partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS),
+        loads=orjson.loads,
+    )
+
+
+def create_app(
+    settings: Settings, *, clock: Callable[[], datetime] = utc_now
+) -> falcon.asgi.App[Any, Any]:
+    """Build the ASGI app; connections open on the ASGI lifespan start-up event."""
+    settings.require_auth()
+    runtime = Runtime(settings)
+    middleware: list[Any] = [
+        RequestLogMiddleware(),
+        runtime,
+        AuthMiddleware(settings.api_keys, allow_no_auth=settings.allow_no_auth),
+    ]
+    app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
+    app.req_options.strip_url_path_trailing_slash = True  # /events/ is /events, no redirect
+    handler = _json_handler()
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.add_route("/events", EventsResource(settings, runtime, clock))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(runtime))
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(ApiError, _api_error)
+    app.set_error_serializer(_serialize_falcon_error)
+    return app
+
+
+def create_app_from_env() -> falcon.asgi.App[Any, Any]:
+    """The app configured from the environment (gunicorn's entry point)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

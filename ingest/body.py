@@ -1,0 +1,97 @@
+"""Reading a request body within limits: on the wire, and again while decompressing.
+
+A body larger than ``max_bytes`` is refused as soon as that is known: from Content-Length
+before reading anything, while reading otherwise, and while decompressing (a 1 KB gzip
+bomb stops after ``max_bytes`` of output, not after gigabytes).
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import AsyncIterable
+
+import zstandard
+
+from ingest.errors import bad_request, too_large, unsupported_media
+
+SUPPORTED_ENCODINGS = ("gzip", "zstd", "deflate", "identity")
+_READ_CHUNK = 1 << 16
+
+
+def _too_large(max_bytes: int, what: str) -> Exception:
+    return too_large(
+        "body_too_large", f"the {what} body is larger than {max_bytes} bytes", limit=max_bytes
+    )
+
+
+async def read_body(
+    stream: AsyncIterable[bytes], content_length: int | None, max_bytes: int
+) -> bytes:
+    """The raw body, refused (413) once it exceeds ``max_bytes``."""
+    if content_length is not None and content_length > max_bytes:
+        raise _too_large(max_bytes, "request")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(max_bytes, "request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_content(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding`` (possibly several, applied in order) within ``max_bytes``."""
+    if not content_encoding:
+        return body
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding in ("gzip", "x-gzip"):
+            body = _inflate(body, max_bytes, wbits=16 + zlib.MAX_WBITS, name="gzip")
+        elif coding == "deflate":
+            body = _inflate(body, max_bytes, wbits=zlib.MAX_WBITS, name="deflate")
+        elif coding == "zstd":
+            body = _unzstd(body, max_bytes)
+        else:
+            raise unsupported_media(
+                "unsupported_encoding",
+                f"Content-Encoding {coding!r} is not supported; use gzip or zstd",
+                supported=list(SUPPORTED_ENCODINGS),
+            )
+    return body
+
+
+def _inflate(data: bytes, max_bytes: int, *, wbits: int, name: str) -> bytes:
+    out = bytearray()
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(data, max_bytes + 1 - len(out))
+            while inflater.unconsumed_tail and len(out) <= max_bytes:
+                out += inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - len(out))
+        except zlib.error as ex:
+            raise bad_request("invalid_encoding", f"the body is not valid {name}: {ex}") from ex
+        if len(out) > max_bytes:
+            raise _too_large(max_bytes, "decompressed")
+        if not inflater.eof:
+            raise bad_request("invalid_encoding", f"the {name} body is truncated")
+        data = inflater.unused_data
+        # gzip allows several members one after another.
+        if not data or name != "gzip":
+            return bytes(out)
+
+
+def _unzstd(data: bytes, max_bytes: int) -> bytes:
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    out = bytearray()
+    try:
+        while chunk := reader.read(min(_READ_CHUNK, max_bytes + 1 - len(out))):
+            out += chunk
+            if len(out) > max_bytes:
+                raise _too_large(max_bytes, "decompressed")
+    except zstandard.ZstdError as ex:
+        raise bad_request("invalid_encoding", f"the body is not valid zstd: {ex}") from ex
+    return bytes(out)

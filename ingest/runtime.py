@@ -1,0 +1,86 @@
+"""Per-process connections of the API, opened at ASGI start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from typing import Any
+
+import asyncpg
+
+from core.config import Settings
+from ingest.commits import CommitWaiter
+from pipeline.publisher import Publisher
+from pipeline.topology import Topology
+from storage.db import SERVER_SETTINGS
+
+log = logging.getLogger(__name__)
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class Runtime:
+    """Holds the publisher, a small PostgreSQL pool and the commit waiter of one process.
+
+    Installed as Falcon middleware so that ASGI lifespan events open and close them.
+    Neither server has to be up for the process to start: requests answer 503 until
+    they are.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.publisher = Publisher(
+            settings.rabbitmq_url,
+            Topology.from_settings(settings),
+            confirm_timeout=settings.publish_timeout,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._commits: CommitWaiter | None = None
+
+    async def process_startup(self, scope: Any, event: Any) -> None:
+        self._pool = asyncpg.create_pool(
+            self.settings.database_url,
+            min_size=0,
+            max_size=self.settings.db_pool_size,
+            server_settings=SERVER_SETTINGS,
+            timeout=3,
+        )
+        await self._pool  # with min_size=0 this connects nothing yet
+        self._commits = CommitWaiter(
+            self.settings.database_url, self.settings.commit_channel, self._pool
+        )
+        await self.publisher.start()
+        # PERF: objects alive after start-up (modules, settings) are never garbage; moving
+        # them out of the collector's generations makes every later collection cheaper.
+        gc.collect()
+        gc.freeze()
+
+    async def process_shutdown(self, scope: Any, event: Any) -> None:
+        if self._commits is not None:
+            await self._commits.close()
+        await self.publisher.close()
+        if self._pool is not None:
+            with contextlib.suppress(*_DB_ERRORS):
+                await self._pool.close()
+
+    @property
+    def commits(self) -> CommitWaiter:
+        if self._commits is None:
+            raise RuntimeError("the app has not started (no ASGI lifespan startup)")
+        return self._commits
+
+    async def database_ready(self) -> bool:
+        if self._pool is None:
+            return False
+        try:
+            return bool(await self._pool.fetchval("SELECT 1", timeout=2))
+        except _DB_ERRORS:
+            return False
+
+    async def broker_ready(self) -> bool:
+        if self.publisher.ready:
+            return True
+        with contextlib.suppress(Exception):
+            await self.publisher.start()
+        return self.publisher.ready

@@ -1,0 +1,136 @@
+"""Step 3: store micro-batches (several at once), then acknowledge their deliveries.
+
+- Transient database errors (PostgreSQL down, deadlock, ...) are retried with back-off;
+  the deliveries stay unacknowledged meanwhile, so nothing is lost if the worker dies.
+- Data the database refuses (``BadData``) is isolated by splitting the micro-batch in
+  halves until the offending message is alone; it goes to the dead-letter queue and the
+  rest is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from core.errors import ServiceError
+from pipeline.dead_letters import DeadLetters
+from pipeline.frame import stage
+from pipeline.message import DecodedBatch
+from pipeline.retry import Backoff
+from pipeline.steps import Message, MessageRejected, deliveries, settle
+from pipeline.steps.batching import MicroBatch
+from storage.errors import BadData, StorageUnavailable
+from storage.writer import EventWriter, StagedRows, WriteResult
+
+log = logging.getLogger(__name__)
+
+
+class Stopping(ServiceError):
+    """The worker is shutting down while a write keeps failing; leave it to redelivery."""
+
+
+class WriteStep:
+    """Runs up to ``concurrency`` micro-batch writes at once; rejects more."""
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        dead_letters: DeadLetters,
+        *,
+        concurrency: int,
+        backoff: Backoff,
+        stopping: asyncio.Event,
+        on_stored: Callable[[WriteResult, float], None] | None = None,
+    ) -> None:
+        self._writer = writer
+        self._dead_letters = dead_letters
+        self._concurrency = concurrency
+        self._backoff = backoff
+        self._stopping = stopping
+        self._on_stored = on_stored
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, message: Message[MicroBatch]) -> None:
+        self._reap()
+        if len(self._tasks) >= self._concurrency:
+            raise MessageRejected
+        task = asyncio.create_task(self._store(message.payload.messages))
+        self._tasks.add(task)
+
+    def poll(self) -> None:
+        self._reap()
+
+    def _reap(self) -> None:
+        for task in [t for t in self._tasks if t.done()]:
+            self._tasks.discard(task)
+            if not task.cancelled() and (ex := task.exception()) is not None:
+                if isinstance(ex, Stopping):
+                    continue
+                raise ex  # a bug: crash the worker, the broker redelivers what was unacked
+
+    async def wait_for_room(self, timeout: float | None) -> None:
+        """Return once a write finished (or after ``timeout``)."""
+        if len(self._tasks) >= self._concurrency:
+            await asyncio.wait(self._tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
+    async def join(self, timeout: float | None = None) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+        self._reap()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _store(self, messages: Sequence[Message[DecodedBatch]]) -> None:
+        started = time.perf_counter()
+        batches = [m.payload for m in messages]
+        staged = await asyncio.to_thread(stage, batches)
+        try:
+            result = await self._write_retrying(staged)
+        except BadData as ex:
+            if len(messages) == 1:
+                log.error(
+                    "message refused by PostgreSQL; sent to the dead-letter queue",
+                    extra={"batch_id": str(batches[0].meta.batch_id), "error": str(ex)},
+                )
+                await self._dead_letters.send_now(
+                    deliveries(messages), reason="refused_by_database", error=str(ex)
+                )
+                return
+            half = len(messages) // 2
+            log.warning(
+                "micro-batch refused by PostgreSQL; isolating the bad message",
+                extra={"messages": len(messages)},
+            )
+            await self._store(messages[:half])
+            await self._store(messages[half:])
+            return
+        for delivery in deliveries(messages):
+            await settle(delivery.ack())
+        if self._on_stored is not None:
+            self._on_stored(result, time.perf_counter() - started)
+
+    async def _write_retrying(self, staged: StagedRows) -> WriteResult:
+        attempt = 0
+        while True:
+            try:
+                return await self._writer.write(staged)
+            except StorageUnavailable as ex:
+                if self._stopping.is_set() and attempt > 0:
+                    raise Stopping("giving up a write while stopping") from ex
+                delay = self._backoff.delay(attempt)
+                log.warning(
+                    "database write failed; retrying",
+                    extra={"error": str(ex), "attempt": attempt + 1, "retry_in_s": round(delay, 2)},
+                )
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)

@@ -1,0 +1,92 @@
+"""The queue topology, declared identically by the API and the workers.
+
+- ``<prefix>_queue``: durable, quorum by default. Its dead-letter target is the DLQ, with
+  at-least-once dead-lettering (quorum) so a message that reaches the delivery limit is
+  moved, never dropped. ``x-overflow: reject-publish`` makes a full queue refuse new
+  publishes (the API answers 503) instead of silently dropping old messages.
+- ``<prefix>_queue_dlq``: durable queue for messages that cannot be stored (undecodable,
+  or poison data). The worker publishes there itself, with headers saying why.
+
+Both are reached through the default exchange (routing key = queue name); publishes are
+``mandatory`` so a missing queue is an error, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Queue names and arguments."""
+
+    queue: str
+    dead_letter_queue: str
+    queue_type: str = "quorum"
+    delivery_limit: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        return cls(
+            queue=settings.queue_name,
+            dead_letter_queue=settings.dead_letter_queue_name,
+            queue_type=settings.queue_type,
+            delivery_limit=settings.delivery_limit,
+        )
+
+    def queue_arguments(self) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "x-queue-type": self.queue_type,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.dead_letter_queue,
+        }
+        if self.queue_type == "quorum":
+            args["x-delivery-limit"] = self.delivery_limit
+            args["x-dead-letter-strategy"] = "at-least-once"
+            args["x-overflow"] = "reject-publish"
+        return args
+
+    def dead_letter_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": self.queue_type}
+
+    async def declare(self, connection: AbstractConnection) -> None:
+        """Declare both queues; an existing queue with other arguments is kept as it is."""
+        await self._declare(connection, self.dead_letter_queue, self.dead_letter_arguments())
+        await self._declare(connection, self.queue, self.queue_arguments())
+
+    @staticmethod
+    async def _declare(connection: AbstractConnection, name: str, args: dict[str, Any]) -> None:
+        channel: AbstractChannel = await connection.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=args)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            # The queue exists with other arguments (declared by an older version or changed
+            # by an operator's policy): use it as it is rather than refuse to start.
+            log.warning(
+                "queue exists with different arguments; using it as is", extra={"queue": name}
+            )
+            channel = await connection.channel()
+            await channel.declare_queue(name, passive=True)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+
+async def delete_queues(connection: aio_pika.abc.AbstractConnection, topology: Topology) -> None:
+    """Remove both queues (tests and `events` maintenance only)."""
+    channel = await connection.channel()
+    try:
+        for name in (topology.queue, topology.dead_letter_queue):
+            await channel.queue_delete(name)
+    finally:
+        await channel.close()

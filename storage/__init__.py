@@ -1,0 +1,1 @@
+"""PostgreSQL: the table contract (migrations), partitions, and the exactly-once COPY writer."""

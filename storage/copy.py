@@ -1,0 +1,73 @@
+"""Arrow columns -> PostgreSQL binary COPY, without turning rows into Python objects.
+
+PERF: pgpq (Rust) encodes whole Arrow columns into the COPY BINARY wire format. Turning
+Arrow back into Python tuples for asyncpg's ``copy_records_to_table`` runs at about
+380,000 rows/s on our 2-core machine, as slow as PostgreSQL's COPY itself.
+
+Two details of the binary format make this simple: a 16-byte ``bytea`` value has the same
+wire form as a ``uuid``, and pgpq can emit ``jsonb`` (version byte + text) directly, so the
+staging table can use the final column types.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import pgpq
+import pyarrow as pa
+from pgpq import encoders as pgpq_encoders
+from pgpq import schema as pgpq_schema
+
+# Column order of the staging table and of the Arrow table handed to ``encode_copy``.
+STAGING_TABLE = "events_staging"
+STAGING_COLUMNS = (
+    "event_id",
+    "occurred_at",
+    "user_id",
+    "event_type",
+    "properties",
+    "received_at",
+    "batch_id",
+)
+STAGING_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
+    event_id    uuid        NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    user_id     text        NOT NULL,
+    event_type  text        NOT NULL,
+    properties  jsonb       NOT NULL,
+    received_at timestamptz NOT NULL,
+    batch_id    uuid        NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+
+@lru_cache(maxsize=16)
+def _encoder_builders(schema: pa.Schema) -> dict[str, Any]:
+    builders: dict[str, Any] = {
+        f.name: pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(f) for f in schema
+    }
+    props = schema.field("properties")
+    builder_cls = (
+        pgpq_encoders.LargeStringEncoderBuilder
+        if pa.types.is_large_string(props.type)
+        else pgpq_encoders.StringViewEncoderBuilder
+        if pa.types.is_string_view(props.type)
+        else pgpq_encoders.StringEncoderBuilder
+    )
+    builders["properties"] = builder_cls.new_with_output(props, pgpq_schema.Jsonb())
+    return builders
+
+
+def encode_copy(table: pa.Table) -> bytes:
+    """The whole table as one COPY BINARY payload (header, rows, trailer)."""
+    if tuple(table.column_names) != STAGING_COLUMNS:
+        raise ValueError(f"columns must be {STAGING_COLUMNS}, got {table.column_names}")
+    encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(
+        table.schema, _encoder_builders(table.schema)
+    )
+    parts = [encoder.write_header()]
+    parts.extend(encoder.write_batch(batch) for batch in table.to_batches())
+    parts.append(encoder.finish())
+    return b"".join(parts)

@@ -1,0 +1,53 @@
+"""Database errors classified by SQLSTATE (never by message text).
+
+``classify`` answers the one question retry logic asks: will trying again help?
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from core.errors import TerminalError, TransientError
+
+
+class StorageError(Exception):
+    """Root of the storage package's errors."""
+
+
+class StorageUnavailable(StorageError, TransientError):
+    """PostgreSQL cannot be reached or asked us to try again (locks, restarts, resources)."""
+
+
+class BadData(StorageError, TerminalError):
+    """PostgreSQL refused the data itself; the same rows will fail again."""
+
+
+# SQLSTATE classes worth retrying: connection exceptions, transaction rollbacks
+# (serialization failure, deadlock), insufficient resources, operator intervention
+# (admin shutdown, crash recovery), system errors.
+_TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}
+# Lock not available / query cancelled by a timeout.
+_TRANSIENT_CODES = {"55P03", "57014"}
+# Data exceptions, integrity violations, program limits: the rows are at fault.
+_DATA_CLASSES = {"22", "23", "54"}
+
+
+def classify(ex: BaseException) -> StorageError:
+    """Map a driver exception to ``StorageUnavailable`` or ``BadData`` (raise it ``from ex``)."""
+    if isinstance(ex, asyncpg.PostgresError):
+        code = str(getattr(ex, "sqlstate", "") or "")
+        if code in _TRANSIENT_CODES or code[:2] in _TRANSIENT_CLASSES:
+            return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}")
+        if code[:2] in _DATA_CLASSES:
+            return BadData(f"PostgreSQL {code}: {ex}")
+        # Anything else (undefined table, permissions, ...) is an operational problem that a
+        # fix on the server resolves; never blame the data for it.
+        return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}")
+    if isinstance(
+        ex,
+        OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError,
+    ):
+        return StorageUnavailable(f"PostgreSQL unreachable: {type(ex).__name__}")
+    return StorageUnavailable(f"unexpected database error: {type(ex).__name__}")
