@@ -28,6 +28,14 @@ from storage.copy import STAGING_COLUMNS, STAGING_DDL, STAGING_TABLE
 from storage.db import SERVER_SETTINGS
 from storage.errors import classify
 
+# Failures on the client side of a connection (as opposed to errors PostgreSQL reports).
+_CLIENT_ERRORS = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 _CLAIM_AND_INSERT = f"""
 WITH claimed AS (
     INSERT INTO event_ids (event_id)
@@ -145,40 +153,42 @@ class EventWriter:
         """Store one micro-batch in one transaction; raises StorageUnavailable or BadData."""
         try:
             async with self._pool.acquire() as conn:
-                if rows.days:
-                    await conn.fetchval(
-                        "SELECT events_ensure_partitions($1::date[])", list(rows.days)
-                    )
-                async with conn.transaction():
-                    if rows.rows:
-                        await conn.copy_to_table(
-                            STAGING_TABLE,
-                            source=_chunks(rows.payload),
-                            columns=list(STAGING_COLUMNS),
-                            format="binary",
-                        )
-                        counts = {
-                            r["batch_id"]: r["inserted"]
-                            for r in await conn.fetch(_CLAIM_AND_INSERT)
-                        }
-                    else:
-                        counts = {}
-                    outcomes = tuple(
-                        BatchOutcome(b.batch_id, b.events, counts.get(b.batch_id, 0))
-                        for b in rows.batches
-                    )
-                    await conn.fetch(
-                        _RECORD_BATCHES,
-                        [b.batch_id for b in rows.batches],
-                        [b.key_id for b in rows.batches],
-                        [b.received_at for b in rows.batches],
-                        [b.events for b in rows.batches],
-                        [o.inserted for o in outcomes],
-                        [o.duplicates for o in outcomes],
-                        self._notify_channel,
-                    )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as ex:
+                try:
+                    return await self._write(conn, rows)
+                except _CLIENT_ERRORS:
+                    # The connection broke mid-operation: its protocol state is unknown, so
+                    # it must not go back to the pool.
+                    conn.terminate()
+                    raise
+        except (asyncpg.PostgresError, *_CLIENT_ERRORS) as ex:
             raise classify(ex) from ex
+
+    async def _write(self, conn: asyncpg.Connection, rows: StagedRows) -> WriteResult:
+        if rows.days:
+            await conn.fetchval("SELECT events_ensure_partitions($1::date[])", list(rows.days))
+        async with conn.transaction():
+            counts: dict[uuid.UUID, int] = {}
+            if rows.rows:
+                await conn.copy_to_table(
+                    STAGING_TABLE,
+                    source=_chunks(rows.payload),
+                    columns=list(STAGING_COLUMNS),
+                    format="binary",
+                )
+                counts = {r["batch_id"]: r["inserted"] for r in await conn.fetch(_CLAIM_AND_INSERT)}
+            outcomes = tuple(
+                BatchOutcome(b.batch_id, b.events, counts.get(b.batch_id, 0)) for b in rows.batches
+            )
+            await conn.fetch(
+                _RECORD_BATCHES,
+                [b.batch_id for b in rows.batches],
+                [b.key_id for b in rows.batches],
+                [b.received_at for b in rows.batches],
+                [b.events for b in rows.batches],
+                [o.inserted for o in outcomes],
+                [o.duplicates for o in outcomes],
+                self._notify_channel,
+            )
         return WriteResult(outcomes)
 
 
