@@ -110,7 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
         "REDIS_URL",
         "redis_url",
         "redis://127.0.0.1:6379/0",
-        "Redis connection URL (rate limits and idempotency keys use it).",
+        "Redis connection URL (reserved for rate limits and Idempotency-Key; nothing uses it yet).",
     ),
     # Authentication
     Setting("API_KEY", "api_key", "", "One API key accepted on every authenticated route."),
@@ -412,6 +412,9 @@ def settings_markdown() -> str:
     """The configuration table for the README (`events config --markdown`)."""
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = "CPU count, at most 4" if s.env == "EVENTS_API_WORKERS" else s.default
-        lines.append(f"| `{s.env}` | `{default}` | {s.doc} |")
+        if s.env == "EVENTS_API_WORKERS":
+            default = "CPU count, at most 4"
+        else:
+            default = f"`{s.default}`" if s.default else "(unset)"
+        lines.append(f"| `{s.env}` | {default} | {s.doc} |")
     return "\n".join(lines)

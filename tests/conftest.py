@@ -122,8 +122,9 @@ async def worker(settings: Settings) -> AsyncIterator[RunningWorker]:
         yield running
 
 
-async def wait_for_rows(conn: asyncpg.Connection, expected: int, *, timeout: float = 30.0,
-                        table: str = "events") -> int:
+async def wait_for_rows(
+    conn: asyncpg.Connection, expected: int, *, timeout: float = 30.0, table: str = "events"
+) -> int:
     """Poll until ``table`` holds ``expected`` rows (or the timeout passes); returns the count."""
     deadline = asyncio.get_running_loop().time() + timeout
     count = -1

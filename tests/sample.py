@@ -31,13 +31,15 @@ def events() -> list[dict[str, Any]]:
     out = []
     for r in rows():
         uid: Any = int(r["user_id"]) if r["user_id"].isdigit() else r["user_id"]
-        out.append({
-            "event_id": r["event_id"],
-            "occurred_at": r["occurred_at"],
-            "user_id": uid,
-            "event_type": r["event_type"],
-            "properties": json.loads(r["properties_json"]),
-        })
+        out.append(
+            {
+                "event_id": r["event_id"],
+                "occurred_at": r["occurred_at"],
+                "user_id": uid,
+                "event_type": r["event_type"],
+                "properties": json.loads(r["properties_json"]),
+            }
+        )
     return out
 
 
@@ -52,14 +54,18 @@ def ndjson_body() -> bytes:
 def arrow_body() -> bytes:
     """Arrow IPC stream: 16-byte ids, real timestamps, integer user ids, JSON text."""
     evs = events()
-    table = pa.table({
-        "event_id": pa.array([uuid.UUID(e["event_id"]).bytes for e in evs], pa.binary(16)),
-        "occurred_at": pa.array([datetime.fromisoformat(e["occurred_at"]) for e in evs],
-                                pa.timestamp("us", tz="UTC")),
-        "user_id": pa.array([int(e["user_id"]) for e in evs], pa.int64()),
-        "event_type": pa.array([e["event_type"] for e in evs]).dictionary_encode(),
-        "properties": pa.array([json.dumps(e["properties"]) for e in evs], pa.string()),
-    })
+    table = pa.table(
+        {
+            "event_id": pa.array([uuid.UUID(e["event_id"]).bytes for e in evs], pa.binary(16)),
+            "occurred_at": pa.array(
+                [datetime.fromisoformat(e["occurred_at"]) for e in evs],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "user_id": pa.array([int(e["user_id"]) for e in evs], pa.int64()),
+            "event_type": pa.array([e["event_type"] for e in evs]).dictionary_encode(),
+            "properties": pa.array([json.dumps(e["properties"]) for e in evs], pa.string()),
+        }
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

@@ -74,8 +74,11 @@ def test_concatenated_gzip_members_are_all_read() -> None:
 
 @pytest.mark.parametrize(
     ("coding", "body"),
-    [("gzip", b"definitely not gzip"), ("gzip", gzip.compress(b"x" * 1000)[:-20]),
-     ("zstd", b"not zstd either")],
+    [
+        ("gzip", b"definitely not gzip"),
+        ("gzip", gzip.compress(b"x" * 1000)[:-20]),
+        ("zstd", b"not zstd either"),
+    ],
     ids=["gzip-garbage", "gzip-truncated", "zstd-garbage"],
 )
 def test_invalid_compressed_bodies_are_400(coding: str, body: bytes) -> None:

@@ -24,8 +24,14 @@ LIMITS = Limits()
 
 
 def decode(media: str, body: bytes, **kw: Any) -> ValidatedBatch:
-    return decode_batch(media, body, limits=kw.get("limits", LIMITS), now=kw.get("now", NOW),
-                        max_events=kw.get("max_events", 50_000), max_bytes=1 << 25)
+    return decode_batch(
+        media,
+        body,
+        limits=kw.get("limits", LIMITS),
+        now=kw.get("now", NOW),
+        max_events=kw.get("max_events", 50_000),
+        max_bytes=1 << 25,
+    )
 
 
 def refused(batch: ValidatedBatch) -> dict[int, tuple[str | None, str]]:
@@ -139,8 +145,7 @@ def test_timestamps_in_many_iso_forms_normalise_to_utc() -> None:
         "2025-08-21T06:52:34z": datetime(2025, 8, 21, 6, 52, 34, tzinfo=UTC),
         "2025-08-21T06:52:34": datetime(2025, 8, 21, 6, 52, 34, tzinfo=UTC),  # no offset: UTC
         "2025-08-21 06:52:34-05:30": datetime(2025, 8, 21, 12, 22, 34, tzinfo=UTC),
-        "2025-08-21T06:52:34.123456789+00:00": datetime(2025, 8, 21, 6, 52, 34, 123456,
-                                                        tzinfo=UTC),
+        "2025-08-21T06:52:34.123456789+00:00": datetime(2025, 8, 21, 6, 52, 34, 123456, tzinfo=UTC),
         "2025-08-21T06:52:34,5+0100": datetime(2025, 8, 21, 5, 52, 34, 500000, tzinfo=UTC),
         "2025-08-21T06:52Z": datetime(2025, 8, 21, 6, 52, tzinfo=UTC),
     }
@@ -151,16 +156,17 @@ def test_timestamps_in_many_iso_forms_normalise_to_utc() -> None:
 
 
 def test_time_bounds() -> None:
-    limits = Limits(max_future=timedelta(hours=1),
-                    min_occurred_at=datetime(2000, 1, 1, tzinfo=UTC))
+    limits = Limits(max_future=timedelta(hours=1), min_occurred_at=datetime(2000, 1, 1, tzinfo=UTC))
     events = [
         new_event(occurred_at="2026-01-01T12:59:59Z"),  # within the hour
         new_event(occurred_at="2026-01-01T13:00:01Z"),
         new_event(occurred_at="1999-12-31T23:59:59Z"),
     ]
     batch = validate_records(events, limits, NOW)
-    assert refused(batch) == {1: ("occurred_at", "too_far_in_future"),
-                              2: ("occurred_at", "too_early")}
+    assert refused(batch) == {
+        1: ("occurred_at", "too_far_in_future"),
+        2: ("occurred_at", "too_early"),
+    }
 
 
 def test_uuid_forms_and_user_id_integers() -> None:
@@ -178,16 +184,21 @@ def test_uuid_forms_and_user_id_integers() -> None:
 def test_properties_json_string_is_accepted_and_checked() -> None:
     events = [
         new_event(properties=None, properties_json='{"a": [1, 2]}'),
-        {k: v for k, v in new_event(properties_json="{\"b\": 1}").items() if k != "properties"},
+        {k: v for k, v in new_event(properties_json='{"b": 1}').items() if k != "properties"},
         {k: v for k, v in new_event(properties_json="[1]").items() if k != "properties"},
         {k: v for k, v in new_event(properties_json="{oops").items() if k != "properties"},
         {k: v for k, v in new_event().items() if k != "properties"},
     ]
     batch = validate_records(events, LIMITS, NOW)
-    assert refused(batch) == {2: ("properties_json", "invalid_type"),
-                              3: ("properties_json", "invalid_json")}
+    assert refused(batch) == {
+        2: ("properties_json", "invalid_type"),
+        3: ("properties_json", "invalid_json"),
+    }
     assert [json.loads(p) for p in batch.table.column("properties").to_pylist()] == [
-        {"a": [1, 2]}, {"b": 1}, {}]
+        {"a": [1, 2]},
+        {"b": 1},
+        {},
+    ]
 
 
 def test_event_size_limit_refuses_only_the_large_event() -> None:
@@ -200,25 +211,34 @@ def test_event_size_limit_refuses_only_the_large_event() -> None:
 def test_unknown_fields_are_ignored() -> None:
     batch = validate_records([new_event(extra={"nested": True}, sent_at="now")], LIMITS, NOW)
     assert batch.accepted == 1
-    assert batch.table.column_names == ["event_id", "occurred_at", "user_id", "event_type",
-                                        "properties"]
+    assert batch.table.column_names == [
+        "event_id",
+        "occurred_at",
+        "user_id",
+        "event_type",
+        "properties",
+    ]
 
 
 def test_ndjson_refuses_only_malformed_lines_and_skips_blank_ones() -> None:
     good1, good2 = new_event(), new_event()
-    body = b"\r\n".join([
-        orjson.dumps(good1),
-        b"",
-        b"{not json",
-        b"   ",
-        b"[1, 2]",
-        orjson.dumps(good2),
-    ])
+    body = b"\r\n".join(
+        [
+            orjson.dumps(good1),
+            b"",
+            b"{not json",
+            b"   ",
+            b"[1, 2]",
+            orjson.dumps(good2),
+        ]
+    )
     batch = decode(NDJSON, body)
     assert batch.received == 4
     assert batch.accepted == 2
     assert {(r.index, r.line, r.code) for r in batch.rejected} == {
-        (1, 3, "invalid_json"), (2, 5, "not_an_object")}
+        (1, 3, "invalid_json"),
+        (2, 5, "not_an_object"),
+    }
 
 
 def _arrow(table: pa.Table) -> bytes:
@@ -230,34 +250,45 @@ def _arrow(table: pa.Table) -> bytes:
 
 def test_arrow_with_string_columns_struct_properties_and_naive_timestamps() -> None:
     ids = [str(uuid.uuid4()) for _ in range(3)]
-    table = pa.table({
-        "event_id": pa.array(ids),
-        "occurred_at": pa.array([datetime(2025, 1, 1, 10, 0), None, datetime(2025, 1, 2)],
-                                pa.timestamp("ns")),
-        "user_id": pa.array(["a", "b", "c"]).cast(pa.large_string()),
-        "event_type": pa.array(["x", "y", "z"]),
-        "properties": pa.array([{"country": "UA", "n": 1}, None, {"country": None, "n": 2}]),
-    })
+    table = pa.table(
+        {
+            "event_id": pa.array(ids),
+            "occurred_at": pa.array(
+                [datetime(2025, 1, 1, 10, 0), None, datetime(2025, 1, 2)], pa.timestamp("ns")
+            ),
+            "user_id": pa.array(["a", "b", "c"]).cast(pa.large_string()),
+            "event_type": pa.array(["x", "y", "z"]),
+            "properties": pa.array([{"country": "UA", "n": 1}, None, {"country": None, "n": 2}]),
+        }
+    )
     batch = decode(ARROW, _arrow(table))
     assert refused(batch) == {1: ("occurred_at", "required")}
     rows = batch.table.to_pylist()
-    assert [r["occurred_at"] for r in rows] == [datetime(2025, 1, 1, 10, tzinfo=UTC),
-                                                datetime(2025, 1, 2, tzinfo=UTC)]
-    assert [json.loads(r["properties"]) for r in rows] == [{"country": "UA", "n": 1},
-                                                           {"country": None, "n": 2}]
+    assert [r["occurred_at"] for r in rows] == [
+        datetime(2025, 1, 1, 10, tzinfo=UTC),
+        datetime(2025, 1, 2, tzinfo=UTC),
+    ]
+    assert [json.loads(r["properties"]) for r in rows] == [
+        {"country": "UA", "n": 1},
+        {"country": None, "n": 2},
+    ]
 
 
 def test_arrow_json_text_properties_are_validated_per_row() -> None:
-    table = pa.table({
-        "event_id": pa.array([uuid.uuid4().bytes for _ in range(3)], pa.binary(16)),
-        "occurred_at": pa.array(["2025-01-01T00:00:00Z"] * 3),
-        "user_id": pa.array([1, 2, 3], pa.int32()),
-        "event_type": pa.array(["x"] * 3),
-        "properties": pa.array(['{"a":1}', "{broken", '{"s":"\\u0000"}']),
-    })
+    table = pa.table(
+        {
+            "event_id": pa.array([uuid.uuid4().bytes for _ in range(3)], pa.binary(16)),
+            "occurred_at": pa.array(["2025-01-01T00:00:00Z"] * 3),
+            "user_id": pa.array([1, 2, 3], pa.int32()),
+            "event_type": pa.array(["x"] * 3),
+            "properties": pa.array(['{"a":1}', "{broken", '{"s":"\\u0000"}']),
+        }
+    )
     batch = decode(ARROW, _arrow(table))
-    assert refused(batch) == {1: ("properties", "invalid_json"),
-                              2: ("properties", "invalid_character")}
+    assert refused(batch) == {
+        1: ("properties", "invalid_json"),
+        2: ("properties", "invalid_character"),
+    }
     assert batch.table.column("user_id").to_pylist() == ["1"]
 
 
@@ -265,14 +296,27 @@ def test_arrow_json_text_properties_are_validated_per_row() -> None:
     ("columns", "message"),
     [
         ({"event_id": pa.array(["x"])}, "missing column"),
-        ({"event_id": pa.array([1.5]), "occurred_at": pa.array(["2025-01-01T00:00:00Z"]),
-          "user_id": pa.array(["u"]), "event_type": pa.array(["t"])}, "event_id must be"),
-        ({"event_id": pa.array([str(uuid.uuid4())]), "occurred_at": pa.array([1.0]),
-          "user_id": pa.array(["u"]), "event_type": pa.array(["t"])}, "occurred_at must be"),
+        (
+            {
+                "event_id": pa.array([1.5]),
+                "occurred_at": pa.array(["2025-01-01T00:00:00Z"]),
+                "user_id": pa.array(["u"]),
+                "event_type": pa.array(["t"]),
+            },
+            "event_id must be",
+        ),
+        (
+            {
+                "event_id": pa.array([str(uuid.uuid4())]),
+                "occurred_at": pa.array([1.0]),
+                "user_id": pa.array(["u"]),
+                "event_type": pa.array(["t"]),
+            },
+            "occurred_at must be",
+        ),
     ],
 )
-def test_arrow_schema_errors_refuse_the_request(columns: dict[str, pa.Array], message: str
-                                                ) -> None:
+def test_arrow_schema_errors_refuse_the_request(columns: dict[str, pa.Array], message: str) -> None:
     with pytest.raises(ApiError) as info:
         decode(ARROW, _arrow(pa.table(columns)))
     assert info.value.status == 400

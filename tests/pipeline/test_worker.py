@@ -40,8 +40,9 @@ async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
 
 async def publish(publisher: Publisher, events: list[dict[str, object]]) -> BatchMeta:
     body, meta = message(events)
-    await publisher.publish(body, message_id=str(meta.batch_id), timestamp=NOW,
-                            headers=amqp_headers(meta, len(events)))
+    await publisher.publish(
+        body, message_id=str(meta.batch_id), timestamp=NOW, headers=amqp_headers(meta, len(events))
+    )
     return meta
 
 
@@ -56,7 +57,8 @@ async def queue_depth(settings: Settings, name: str) -> int:
 
 
 async def test_worker_stores_batches_once_and_acks_them(
-        settings: Settings, db: asyncpg.Connection, publisher: Publisher) -> None:
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher
+) -> None:
     pool = [new_event(user_id=f"u{i}") for i in range(500)]
     rng = random.Random(1)
     sent = [rng.sample(pool, 100) for _ in range(20)]
@@ -73,7 +75,8 @@ async def test_worker_stores_batches_once_and_acks_them(
 
 
 async def test_two_workers_at_once_store_each_event_once(
-        settings: Settings, db: asyncpg.Connection, publisher: Publisher) -> None:
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher
+) -> None:
     small = settings.with_overrides(prefetch=2, batch_max_rows=300)
     pool = [new_event(user_id=f"u{i % 40}") for i in range(1000)]
     rng = random.Random(2)
@@ -103,11 +106,13 @@ async def _dead_letters(settings: Settings) -> list[aio_pika.abc.AbstractIncomin
 
 
 async def test_undecodable_message_goes_to_the_dead_letter_queue(
-        settings: Settings, db: asyncpg.Connection, publisher: Publisher) -> None:
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher
+) -> None:
     good = [new_event() for _ in range(10)]
     async with running_worker(settings):
-        await publisher.publish(b"this is not arrow", message_id="junk-1", timestamp=NOW,
-                                headers={"x-events": 1})
+        await publisher.publish(
+            b"this is not arrow", message_id="junk-1", timestamp=NOW, headers={"x-events": 1}
+        )
         await publish(publisher, good)
         assert await wait_for_rows(db, 10) == 10
         for _ in range(100):
@@ -125,7 +130,8 @@ async def test_undecodable_message_goes_to_the_dead_letter_queue(
 
 
 async def test_a_message_postgres_refuses_is_isolated_and_the_rest_stored(
-        settings: Settings, db: asyncpg.Connection, publisher: Publisher) -> None:
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher
+) -> None:
     """A producer that bypassed the API's validation sent properties that are not JSON.
     Only that message is dead-lettered; the others of its micro-batch are stored."""
     bad_table = validate_records([new_event()], Limits(), NOW).table
@@ -136,9 +142,12 @@ async def test_a_message_postgres_refuses_is_isolated_and_the_rest_stored(
     async with running_worker(slow):
         for i, events in enumerate(goods):
             if i == 3:
-                await publisher.publish(encode_message(bad_table, bad_meta),
-                                        message_id=str(bad_meta.batch_id), timestamp=NOW,
-                                        headers={})
+                await publisher.publish(
+                    encode_message(bad_table, bad_meta),
+                    message_id=str(bad_meta.batch_id),
+                    timestamp=NOW,
+                    headers={},
+                )
             await publish(publisher, events)
         assert await wait_for_rows(db, 30) == 30
         for _ in range(100):
@@ -149,13 +158,14 @@ async def test_a_message_postgres_refuses_is_isolated_and_the_rest_stored(
     assert [m.message_id for m in letters] == [str(bad_meta.batch_id)]
     assert letters[0].headers["x-dead-letter-reason"] == "refused_by_database"
     assert await db.fetchval("SELECT count(*) FROM events") == 30
-    assert await db.fetchval("SELECT count(*) FROM events WHERE batch_id = $1",
-                             bad_meta.batch_id) == 0
+    assert (
+        await db.fetchval("SELECT count(*) FROM events WHERE batch_id = $1", bad_meta.batch_id) == 0
+    )
 
 
 async def test_connections_killed_during_load_lose_and_duplicate_nothing(
-        settings: Settings, db: asyncpg.Connection, publisher: Publisher,
-        database_url: str) -> None:
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher, database_url: str
+) -> None:
     """Adversity: writer connections are terminated again and again while batches flow."""
     fast_retry = settings.with_overrides(retry_base_ms=20, retry_max_ms=200)
     pool = [new_event(user_id=f"u{i}") for i in range(3000)]
@@ -169,10 +179,13 @@ async def test_connections_killed_during_load_lose_and_duplicate_nothing(
             for i, events in enumerate(sent):
                 await publish(publisher, events)
                 if i % 3 == 0:
-                    kills += len(await killer.fetch(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND application_name = 'events' "
-                        "AND pid <> pg_backend_pid()"))
+                    kills += len(
+                        await killer.fetch(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND application_name = 'events' "
+                            "AND pid <> pg_backend_pid()"
+                        )
+                    )
                 await asyncio.sleep(0.02)
             assert await wait_for_rows(db, 30, table="ingest_batches") == 30
     finally:
@@ -184,8 +197,8 @@ async def test_connections_killed_during_load_lose_and_duplicate_nothing(
 
 
 async def test_nothing_is_acked_while_postgres_blocks_writes_and_all_lands_after(
-        settings: Settings, db: asyncpg.Connection, publisher: Publisher,
-        database_url: str) -> None:
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher, database_url: str
+) -> None:
     """While the ledger is locked by someone else, nothing commits (and nothing is acked);
     once the lock is gone every event is stored exactly once."""
     patient = settings.with_overrides(retry_base_ms=50, retry_max_ms=200)
@@ -206,4 +219,5 @@ async def test_nothing_is_acked_while_postgres_blocks_writes_and_all_lands_after
         if not blocker.is_closed():
             await blocker.close()
     assert sorted(r["event_id"] for r in await db.fetch("SELECT event_id FROM events")) == sorted(
-        ids)
+        ids
+    )

@@ -14,8 +14,9 @@ from tests import sample
 from tests.storage.test_writer import batch
 
 
-async def test_migrations_are_recorded_and_idempotent(database_url: str,
-                                                      db: asyncpg.Connection) -> None:
+async def test_migrations_are_recorded_and_idempotent(
+    database_url: str, db: asyncpg.Connection
+) -> None:
     versions = [m.version for m in available_migrations()]
     assert versions == sorted(versions) and versions[0] == 1
     assert await migrate(database_url) == []  # already applied by the session fixture
@@ -30,43 +31,64 @@ async def test_an_edited_migration_is_refused(database_url: str, db: asyncpg.Con
         with pytest.raises(MigrationError):
             await migrate(database_url)
     finally:
-        await db.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = 1",
-                         available_migrations()[0].checksum)
+        await db.execute(
+            "UPDATE schema_migrations SET checksum = $1 WHERE version = 1",
+            available_migrations()[0].checksum,
+        )
 
 
 async def test_upcoming_partitions_exist(database_url: str, db: asyncpg.Connection) -> None:
     await migrate(database_url, partitions_ahead_days=2, today=date(2031, 5, 30))
-    names = {r["relname"] for r in await db.fetch(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'events'::regclass")}
-    assert {"events_p20310529", "events_p20310530", "events_p20310531",
-            "events_p20310601", "events_default"} <= names
+    names = {
+        r["relname"]
+        for r in await db.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'events'::regclass"
+        )
+    }
+    assert {
+        "events_p20310529",
+        "events_p20310530",
+        "events_p20310531",
+        "events_p20310601",
+        "events_default",
+    } <= names
     bounds = await db.fetchval(
-        "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'events_p20310601'")
+        "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'events_p20310601'"
+    )
     assert bounds == ("FOR VALUES FROM ('2031-06-01 00:00:00+00') TO ('2031-06-02 00:00:00+00')")
 
 
 ACCESS_PATHS = {
     # daily unique users for one day
-    "dau": ("SELECT count(DISTINCT user_id) FROM events "
-            "WHERE occurred_at >= '2025-08-10' AND occurred_at < '2025-08-11'",
-            "events_user_time_idx"),
+    "dau": (
+        "SELECT count(DISTINCT user_id) FROM events "
+        "WHERE occurred_at >= '2025-08-10' AND occurred_at < '2025-08-11'",
+        "events_user_time_idx",
+    ),
     # a user's first event (retention cohorts)
-    "first_seen": ("SELECT min(occurred_at) FROM events WHERE user_id = '17'",
-                   "events_user_time_idx"),
+    "first_seen": (
+        "SELECT min(occurred_at) FROM events WHERE user_id = '17'",
+        "events_user_time_idx",
+    ),
     # counts of one event type over a range (top events, event_type segments)
-    "event_type": ("SELECT count(*) FROM events WHERE event_type = 'purchase' "
-                   "AND occurred_at >= '2025-08-01' AND occurred_at < '2025-08-31'",
-                   "events_type_time_idx"),
+    "event_type": (
+        "SELECT count(*) FROM events WHERE event_type = 'purchase' "
+        "AND occurred_at >= '2025-08-01' AND occurred_at < '2025-08-31'",
+        "events_type_time_idx",
+    ),
     # a property segment
-    "property": ("SELECT count(*) FROM events WHERE properties @> '{\"country\": \"UA\"}'",
-                 "events_properties_idx"),
+    "property": (
+        'SELECT count(*) FROM events WHERE properties @> \'{"country": "UA"}\'',
+        "events_properties_idx",
+    ),
 }
 
 
 @pytest.mark.parametrize("path", sorted(ACCESS_PATHS))
-async def test_the_planner_uses_the_indexes(path: str, database_url: str,
-                                            db: asyncpg.Connection) -> None:
+async def test_the_planner_uses_the_indexes(
+    path: str, database_url: str, db: asyncpg.Connection
+) -> None:
     pool = await create_writer_pool(database_url, size=1)
     try:
         await EventWriter(pool, notify_channel="x").write(stage([batch(sample.events())]))
@@ -82,9 +104,14 @@ async def test_the_planner_uses_the_indexes(path: str, database_url: str,
             await db.execute("SET LOCAL enable_bitmapscan = off")
         plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + query))
     # Each daily partition has its own copy of the index, attached to the parent index.
-    copies = {r["relname"] for r in await db.fetch(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = $1::regclass", index)}
+    copies = {
+        r["relname"]
+        for r in await db.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = $1::regclass",
+            index,
+        )
+    }
     assert copies
     assert any(name in plan for name in copies), plan
     assert "Seq Scan" not in plan, plan

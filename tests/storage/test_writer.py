@@ -47,19 +47,25 @@ async def test_stores_a_batch_and_records_it(writer: EventWriter, db: asyncpg.Co
     assert all(r["batch_id"] == b.meta.batch_id for r in rows)
     record = await db.fetchrow("SELECT * FROM ingest_batches WHERE batch_id = $1", b.meta.batch_id)
     assert (record["events"], record["inserted"], record["duplicates"], record["key_id"]) == (
-        100, 100, 0, "key_test")
+        100,
+        100,
+        0,
+        "key_test",
+    )
 
 
-async def test_same_batch_twice_and_in_batch_duplicates(writer: EventWriter,
-                                                        db: asyncpg.Connection) -> None:
+async def test_same_batch_twice_and_in_batch_duplicates(
+    writer: EventWriter, db: asyncpg.Connection
+) -> None:
     first = new_event(properties={"version": 1})
     events = [first, new_event(), dict(first, properties={"version": 2})]
     b1 = batch(events)
     result = await writer.write(stage([b1]))
     assert (result.inserted, result.duplicates) == (2, 1)
     # First occurrence wins.
-    props = await db.fetchval("SELECT properties FROM events WHERE event_id = $1",
-                              uuid.UUID(first["event_id"]))
+    props = await db.fetchval(
+        "SELECT properties FROM events WHERE event_id = $1", uuid.UUID(first["event_id"])
+    )
     assert props == '{"version": 1}'
     again = await writer.write(stage([batch(events)]))
     assert (again.inserted, again.duplicates) == (0, 3)
@@ -67,36 +73,44 @@ async def test_same_batch_twice_and_in_batch_duplicates(writer: EventWriter,
 
 
 async def test_a_resend_with_another_occurred_at_is_not_stored_twice(
-        writer: EventWriter, db: asyncpg.Connection) -> None:
+    writer: EventWriter, db: asyncpg.Connection
+) -> None:
     event = new_event(occurred_at="2025-08-01T10:00:00Z")
     await writer.write(stage([batch([event])]))
     moved = dict(event, occurred_at="2025-09-15T10:00:00Z")  # another day, another partition
     result = await writer.write(stage([batch([moved])]))
     assert (result.inserted, result.duplicates) == (0, 1)
     assert await db.fetchval("SELECT count(*) FROM events") == 1
-    assert await db.fetchval("SELECT occurred_at FROM events") == datetime(2025, 8, 1, 10,
-                                                                          tzinfo=UTC)
+    assert await db.fetchval("SELECT occurred_at FROM events") == datetime(
+        2025, 8, 1, 10, tzinfo=UTC
+    )
 
 
-async def test_counts_per_batch_in_a_micro_batch(writer: EventWriter,
-                                                 db: asyncpg.Connection) -> None:
+async def test_counts_per_batch_in_a_micro_batch(
+    writer: EventWriter, db: asyncpg.Connection
+) -> None:
     shared = new_event()
     b1 = batch([shared, new_event()])
     b2 = batch([shared, new_event(), new_event()])
     result = await writer.write(stage([b1, b2]))
     by_batch = {o.batch_id: (o.inserted, o.duplicates) for o in result.batches}
     assert by_batch == {b1.meta.batch_id: (2, 0), b2.meta.batch_id: (2, 1)}
-    recorded = {r["batch_id"]: (r["inserted"], r["duplicates"])
-                for r in await db.fetch("SELECT * FROM ingest_batches")}
+    recorded = {
+        r["batch_id"]: (r["inserted"], r["duplicates"])
+        for r in await db.fetch("SELECT * FROM ingest_batches")
+    }
     assert recorded == by_batch
 
 
 async def test_concurrent_writers_with_overlapping_ids_store_each_once(
-        writer: EventWriter, db: asyncpg.Connection) -> None:
+    writer: EventWriter, db: asyncpg.Connection
+) -> None:
     """Many writers at once, each batch overlapping others in random order: no deadlock,
     no duplicate, nothing lost."""
-    pool_ids = [new_event(user_id=f"u{i % 50}", occurred_at=f"2025-08-{1 + i % 28:02d}T00:00:00Z")
-                for i in range(3000)]
+    pool_ids = [
+        new_event(user_id=f"u{i % 50}", occurred_at=f"2025-08-{1 + i % 28:02d}T00:00:00Z")
+        for i in range(3000)
+    ]
     rng = random.Random(7)
     batches = []
     for _ in range(24):
@@ -111,17 +125,22 @@ async def test_concurrent_writers_with_overlapping_ids_store_each_once(
 
 
 async def test_partitions_are_created_on_demand_and_default_rows_move(
-        writer: EventWriter, db: asyncpg.Connection) -> None:
+    writer: EventWriter, db: asyncpg.Connection
+) -> None:
     # A row that reached the default partition (its day had no partition then) ...
     day = datetime(2024, 2, 29, tzinfo=UTC)
     stray = uuid.uuid4()
     await db.execute(
         "INSERT INTO events_default VALUES ($1, $2, 'u', 't', '{}', now(), $3)",
-        stray, day + timedelta(hours=5), uuid.uuid4())
+        stray,
+        day + timedelta(hours=5),
+        uuid.uuid4(),
+    )
     # ... is moved into the day's partition when that partition is created.
     await writer.write(stage([batch([new_event(occurred_at="2024-02-29T23:59:59.999999Z")])]))
     partition = await db.fetchval(
-        "SELECT tableoid::regclass::text FROM events WHERE event_id = $1", stray)
+        "SELECT tableoid::regclass::text FROM events WHERE event_id = $1", stray
+    )
     assert partition == "events_p20240229"
     assert await db.fetchval("SELECT count(*) FROM events_default") == 0
     assert await db.fetchval("SELECT count(*) FROM events_p20240229") == 2
@@ -141,7 +160,8 @@ async def test_bad_data_is_classified_as_terminal(database_url: str) -> None:
 
 
 async def test_a_killed_connection_is_transient_and_the_retry_stores_once(
-        writer: EventWriter, db: asyncpg.Connection, database_url: str) -> None:
+    writer: EventWriter, db: asyncpg.Connection, database_url: str
+) -> None:
     """Cut the writer's connection mid-transaction: the error is transient, nothing of the
     batch is stored, and writing it again stores it exactly once."""
     b = batch([new_event() for _ in range(2000)])
@@ -153,7 +173,8 @@ async def test_a_killed_connection_is_transient_and_the_retry_stores_once(
     for _ in range(200):
         pid = await db.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%ingest_batches%' AND pid <> pg_backend_pid()")
+            "AND query LIKE '%ingest_batches%' AND pid <> pg_backend_pid()"
+        )
         if pid:
             break
         await asyncio.sleep(0.02)

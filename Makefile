@@ -1,0 +1,38 @@
+# The two set-up commands of the README:
+#   make run   - install into .venv, then run the API and a worker against the local servers
+#   make test  - install into .venv (with dev tools), then lint, type-check and run every test
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint bench-micro
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# API_KEY from the environment, or a local key generated once into .api_key (git-ignored).
+run: install
+	@key="$${API_KEY:-}"; \
+	if [ -z "$$key" ]; then \
+	  [ -s .api_key ] || $(VENV)/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))' > .api_key; \
+	  key="$$(cat .api_key)"; \
+	fi; \
+	echo "API key: $$key   (send it as X-API-Key; README.md shows a curl example)"; \
+	API_KEY="$$key" exec $(VENV)/bin/events up
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest
+
+bench-micro: install
+	$(VENV)/bin/pytest bench --benchmark-only --benchmark-enable -p no:cacheprovider

@@ -1,0 +1,140 @@
+"""HTTP -> queue -> worker -> PostgreSQL with the shared sample, in every body format."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+
+import asyncpg
+import httpx
+import pytest
+from falcon import testing
+
+from core.config import Settings
+from tests import sample
+from tests.conftest import API_KEY, running_worker, wait_for_rows
+
+FORMATS: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "json": ("application/json", sample.json_body),
+    "ndjson": ("application/x-ndjson", sample.ndjson_body),
+    "arrow": ("application/vnd.apache.arrow.stream", sample.arrow_body),
+}
+
+
+async def assert_sample_stored(db: asyncpg.Connection) -> None:
+    expected = sample.expected_rows()
+    rows = await db.fetch(
+        "SELECT event_id, occurred_at, user_id, event_type, properties FROM events"
+    )
+    assert len(rows) == 5000
+    for r in rows:
+        occurred_at, user_id, event_type, properties = expected[r["event_id"]]
+        assert r["occurred_at"] == occurred_at
+        assert r["user_id"] == user_id
+        assert r["event_type"] == event_type
+        assert json.loads(r["properties"]) == properties
+    # Each row sits in the partition of its UTC day.
+    misplaced = await db.fetchval(
+        "SELECT count(*) FROM events WHERE tableoid::regclass::text <> "
+        "'events_p' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYYMMDD')"
+    )
+    assert misplaced == 0
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+async def test_sample_through_the_whole_path_exactly_once(
+    fmt: str, client: testing.ASGIConductor, settings: Settings, db: asyncpg.Connection
+) -> None:
+    content_type, make_body = FORMATS[fmt]
+    payload = make_body()
+    async with running_worker(settings):
+        first = await client.simulate_post(
+            "/events", body=payload, headers={"Content-Type": content_type}
+        )
+        assert first.status_code == 202
+        assert (first.json["received"], first.json["accepted"]) == (5000, 5000)
+        assert await wait_for_rows(db, 5000) == 5000
+        again = await client.simulate_post(
+            "/events?wait=true", body=payload, headers={"Content-Type": content_type}
+        )
+        assert again.status_code == 200
+        assert (again.json["inserted"], again.json["duplicates"]) == (0, 5000)
+    await assert_sample_stored(db)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.e2e
+async def test_real_processes_serve_and_worker(settings: Settings, db: asyncpg.Connection) -> None:
+    """`events serve` (gunicorn, 2 workers) and `events worker` as real processes."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "RABBITMQ_URL": settings.rabbitmq_url,
+        "API_KEY": API_KEY,
+        "EVENTS_QUEUE_PREFIX": settings.queue_prefix,
+        "EVENTS_LOG_FORMAT": "json",
+    }
+    events = [sys.executable, "-m", "core.cli"]
+    # The service runs as real child processes for the whole test: Popen is the point here.
+    api = subprocess.Popen(  # noqa: ASYNC220
+        [*events, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = subprocess.Popen(  # noqa: ASYNC220
+        [*events, "worker"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            for _ in range(200):
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            ndjson = gzip.compress(sample.ndjson_body())
+            answer = await http.post(
+                "/events?wait=true&timeout=30",
+                content=ndjson,
+                headers={
+                    "Content-Type": "application/x-ndjson",
+                    "Content-Encoding": "gzip",
+                    "Authorization": f"Bearer {API_KEY}",
+                },
+            )
+            assert answer.status_code == 200, answer.text
+            assert (answer.json()["inserted"], answer.json()["duplicates"]) == (5000, 0)
+            denied = await http.post("/events", content=b"[]")
+            assert denied.status_code == 401
+        await assert_sample_stored(db)
+    finally:
+        for proc in (api, worker):
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=30) for proc in (api, worker)]
+        logs = api.stderr.read() + worker.stderr.read()  # type: ignore[union-attr]
+    assert codes == [0, 0], logs
+    assert API_KEY not in logs  # secrets never reach the logs
+    request_lines = [
+        json.loads(line)
+        for line in logs.splitlines()
+        if line.startswith("{") and '"msg":"request"' in line
+    ]
+    assert any(
+        r["path"] == "/events" and r["status"] == 200 and r["events"] == 5000 for r in request_lines
+    )
