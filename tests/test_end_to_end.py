@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -76,7 +77,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.e2e
-async def test_real_processes_serve_and_worker(settings: Settings, db: asyncpg.Connection) -> None:
+async def test_real_processes_serve_and_worker(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
     """`events serve` (gunicorn, 2 workers) and `events worker` as real processes."""
     port = _free_port()
     env = {
@@ -92,11 +95,10 @@ async def test_real_processes_serve_and_worker(settings: Settings, db: asyncpg.C
     api = subprocess.Popen(  # noqa: ASYNC220
         [*events, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
         env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=(tmp_path / "api.log").open("w"),
     )
     worker = subprocess.Popen(  # noqa: ASYNC220
-        [*events, "worker"], env=env, stderr=subprocess.PIPE, text=True
+        [*events, "worker"], env=env, stderr=(tmp_path / "worker.log").open("w")
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -127,7 +129,7 @@ async def test_real_processes_serve_and_worker(settings: Settings, db: asyncpg.C
         for proc in (api, worker):
             proc.send_signal(signal.SIGTERM)
         codes = [proc.wait(timeout=30) for proc in (api, worker)]
-        logs = api.stderr.read() + worker.stderr.read()  # type: ignore[union-attr]
+        logs = (tmp_path / "api.log").read_text() + (tmp_path / "worker.log").read_text()
     assert codes == [0, 0], logs
     assert API_KEY not in logs  # secrets never reach the logs
     request_lines = [
