@@ -18,11 +18,9 @@ worker_class = "ingest.gunicorn_worker.EventsWorker"
 preload_app = True
 timeout = 60  # a worker silent this long is restarted
 graceful_timeout = 30  # on SIGTERM, time to finish in-flight requests
-keepalive = 5
-# Bounded request line and headers (a slow or hostile client cannot send megabytes).
-limit_request_line = 8190
-limit_request_fields = 100
-limit_request_field_size = 8190
+keepalive = 5  # seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)
+# Note: gunicorn's limit_request_* settings do not apply here; uvicorn (httptools) parses
+# the requests.
 accesslog = None  # one structured line per request comes from the app
 errorlog = "-"
 loglevel = _settings.log_level.lower()

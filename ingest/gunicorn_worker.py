@@ -18,5 +18,4 @@ class EventsWorker(UvicornWorker):  # type: ignore[misc]
         "lifespan": "on",
         "access_log": False,  # the app logs one structured line per request itself
         "server_header": False,
-        "timeout_keep_alive": 5,
     }

@@ -147,3 +147,40 @@ def new_event(**fields: Any) -> dict[str, Any]:
     }
     event.update(fields)
     return event
+
+
+async def drain_queue(settings: Settings, name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message waiting on queue ``name``, taken off it."""
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    got = []
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        while (m := await queue.get(no_ack=True, fail=False)) is not None:
+            got.append(m)
+    finally:
+        await connection.close()
+    return got
+
+
+async def queue_depth(settings: Settings, name: str) -> int:
+    """Messages ready on queue ``name``."""
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def wait_for_queue_depth(
+    settings: Settings, name: str, expected: int, timeout: float = 10.0
+) -> int:
+    """Poll until queue ``name`` holds ``expected`` ready messages (or the timeout passes)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    depth = await queue_depth(settings, name)
+    while depth < expected and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        depth = await queue_depth(settings, name)
+    return depth

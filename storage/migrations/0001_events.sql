@@ -45,9 +45,12 @@ CREATE TABLE ingest_batches (
 -- Create the daily partitions (UTC days) that are missing among `days`. Serialised by a
 -- lock on the default partition; rows that already sit in the default partition for a new
 -- day are moved into it in the same transaction. Returns how many partitions it created.
+-- lock_timeout: attaching waits for queries reading the default partition; rather than stall
+-- ingestion behind a long analytics query, give up (SQLSTATE 55P03) and let the writer retry.
 CREATE FUNCTION events_ensure_partitions(days date[]) RETURNS integer
 LANGUAGE plpgsql
 SET timezone = 'UTC'
+SET lock_timeout = '10s'
 AS $$
 DECLARE
     d       date;

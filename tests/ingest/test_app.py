@@ -17,7 +17,7 @@ from core.config import Settings
 from core.errors import ConfigError
 from ingest.app import create_app
 from pipeline.message import CONTENT_TYPE, MESSAGE_TYPE, decode_message
-from tests.conftest import API_KEY, new_event, running_worker
+from tests.conftest import API_KEY, drain_queue, new_event, running_worker
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -28,16 +28,7 @@ def body(events: list[Any]) -> bytes:
 
 async def queued(settings: Settings) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Every message waiting on the main queue (taken off it)."""
-    connection = await aio_pika.connect(settings.rabbitmq_url)
-    got = []
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(settings.queue_name, passive=True)
-        while (m := await queue.get(no_ack=True, fail=False)) is not None:
-            got.append(m)
-    finally:
-        await connection.close()
-    return got
+    return await drain_queue(settings, settings.queue_name)
 
 
 async def test_accepted_batch_is_one_persistent_arrow_message(

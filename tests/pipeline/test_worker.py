@@ -19,7 +19,14 @@ from ingest.validate import Limits, validate_records
 from pipeline.message import BatchMeta, amqp_headers, encode_message
 from pipeline.publisher import Publisher
 from pipeline.topology import Topology
-from tests.conftest import new_event, running_worker, wait_for_rows
+from tests.conftest import (
+    drain_queue,
+    new_event,
+    queue_depth,
+    running_worker,
+    wait_for_queue_depth,
+    wait_for_rows,
+)
 
 NOW = datetime.now(UTC)
 
@@ -44,16 +51,6 @@ async def publish(publisher: Publisher, events: list[dict[str, object]]) -> Batc
         body, message_id=str(meta.batch_id), timestamp=NOW, headers=amqp_headers(meta, len(events))
     )
     return meta
-
-
-async def queue_depth(settings: Settings, name: str) -> int:
-    connection = await aio_pika.connect(settings.rabbitmq_url)
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, passive=True)
-        return int(queue.declaration_result.message_count or 0)
-    finally:
-        await connection.close()
 
 
 async def test_worker_stores_batches_once_and_acks_them(
@@ -93,16 +90,7 @@ async def test_two_workers_at_once_store_each_event_once(
 
 
 async def _dead_letters(settings: Settings) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(settings.rabbitmq_url)
-    got = []
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(settings.dead_letter_queue_name, passive=True)
-        while (m := await queue.get(no_ack=True, fail=False)) is not None:
-            got.append(m)
-    finally:
-        await connection.close()
-    return got
+    return await drain_queue(settings, settings.dead_letter_queue_name)
 
 
 async def test_undecodable_message_goes_to_the_dead_letter_queue(
@@ -115,10 +103,7 @@ async def test_undecodable_message_goes_to_the_dead_letter_queue(
         )
         await publish(publisher, good)
         assert await wait_for_rows(db, 10) == 10
-        for _ in range(100):
-            if await queue_depth(settings, settings.dead_letter_queue_name):
-                break
-            await asyncio.sleep(0.05)
+        assert await wait_for_queue_depth(settings, settings.dead_letter_queue_name, 1) == 1
     letters = await _dead_letters(settings)
     assert len(letters) == 1
     assert letters[0].body == b"this is not arrow"
@@ -150,10 +135,7 @@ async def test_a_message_postgres_refuses_is_isolated_and_the_rest_stored(
                 )
             await publish(publisher, events)
         assert await wait_for_rows(db, 30) == 30
-        for _ in range(100):
-            if await queue_depth(settings, settings.dead_letter_queue_name):
-                break
-            await asyncio.sleep(0.05)
+        assert await wait_for_queue_depth(settings, settings.dead_letter_queue_name, 1) == 1
     letters = await _dead_letters(settings)
     assert [m.message_id for m in letters] == [str(bad_meta.batch_id)]
     assert letters[0].headers["x-dead-letter-reason"] == "refused_by_database"
