@@ -285,8 +285,44 @@ SETTINGS: tuple[Setting, ...] = (
         "EVENTS_PARTITIONS_AHEAD_DAYS",
         "partitions_ahead_days",
         "3",
-        "Daily partitions created ahead of today (older days are created on demand).",
+        "Daily partitions created ahead of today (days of the hot window are also created on "
+        "demand).",
         _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_HOT_DAYS",
+        "hot_days",
+        "7",
+        "UTC days kept in PostgreSQL, today included; older days belong to the Parquet lake "
+        "(`events compact` moves them; events for them wait in the default partition).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_LAKE_DIR",
+        "lake_dir",
+        "./lake",
+        "Root of the Parquet lake (`<dir>/events/date=YYYY-MM-DD/*.parquet`).",
+    ),
+    Setting(
+        "EVENTS_COMPACT_FILE_ROWS",
+        "compact_file_rows",
+        "2000000",
+        "Most rows in one Parquet file written by the compactor (bounds its memory).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_QUERY_DAYS",
+        "max_query_days",
+        "366",
+        "Longest date range (days) an analytics request may cover.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_QUERY_THREADS",
+        "query_threads",
+        str(os.cpu_count() or 1),
+        "DuckDB threads per API process for analytics queries (default: CPU count).",
+        _positive_int,
     ),
     Setting(
         "EVENTS_DB_POOL_SIZE",
@@ -347,6 +383,11 @@ class Settings:
     retry_max_ms: int
     shutdown_timeout: float
     partitions_ahead_days: int
+    hot_days: int
+    lake_dir: str
+    compact_file_rows: int
+    max_query_days: int
+    query_threads: int
     db_pool_size: int
     bind: str
     api_workers: int
@@ -414,6 +455,8 @@ def settings_markdown() -> str:
     for s in SETTINGS:
         if s.env == "EVENTS_API_WORKERS":
             default = "CPU count, at most 4"
+        elif s.env == "EVENTS_QUERY_THREADS":
+            default = "CPU count"
         else:
             default = f"`{s.default}`" if s.default else "(unset)"
         lines.append(f"| `{s.env}` | {default} | {s.doc} |")

@@ -111,7 +111,7 @@ class Worker:
         )
         stopping = asyncio.Event()
         write = WriteStep(
-            EventWriter(pool, notify_channel=s.commit_channel),
+            EventWriter(pool, notify_channel=s.commit_channel, hot_days=s.hot_days),
             dead_letters,
             concurrency=s.worker_concurrency,
             backoff=Backoff(base=s.retry_base_ms / 1000, maximum=s.retry_max_ms / 1000),

@@ -4,15 +4,16 @@ never seen before, insert those, record the batches, commit.
 One transaction per micro-batch:
 
 1. ``events_ensure_partitions`` (its own short transaction) creates missing daily
-   partitions for the days in the batch.
+   partitions for the batch's days that are in the hot window (``storage/days.py``).
 2. COPY BINARY into the session's temp table ``events_staging`` (ON COMMIT DELETE ROWS).
 3. ``INSERT INTO event_ids ... ORDER BY event_id ON CONFLICT DO NOTHING RETURNING`` claims
    the ids. The ledger's primary key makes a concurrent claim of the same id wait for the
    first transaction and then skip it, so an id is claimed once across all workers; sorting
    makes every transaction take those waits in the same order, so two workers cannot
    deadlock on overlapping batches.
-4. The claimed rows go into ``events``; per-batch counts go into ``ingest_batches`` and a
-   NOTIFY tells waiting API processes. Commit. The caller acks the messages only after this.
+4. The claimed rows go into ``events`` and into the read-side rollups (``daily_users``,
+   ``daily_event_counts``); per-batch counts go into ``ingest_batches`` and a NOTIFY tells
+   waiting API processes. Commit. The caller acks the messages only after this.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from datetime import date, datetime
 import asyncpg
 
 from storage.copy import STAGING_COLUMNS, STAGING_DDL, STAGING_TABLE
+from storage.days import Today, first_hot_day, utc_today
 from storage.db import SERVER_SETTINGS
 from storage.errors import classify
 
@@ -48,7 +50,15 @@ WITH claimed AS (
     SELECT s.event_id, s.occurred_at, s.user_id, s.event_type, s.properties, s.received_at,
            s.batch_id
     FROM {STAGING_TABLE} s JOIN claimed USING (event_id)
-    RETURNING batch_id
+    RETURNING batch_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, user_id, event_type
+), active AS (
+    -- Sorted like the ledger claims, so concurrent writers wait in one order (no deadlock).
+    INSERT INTO daily_users (day, user_id)
+    SELECT DISTINCT day, user_id FROM stored ORDER BY day, user_id
+    ON CONFLICT DO NOTHING
+), counted AS (
+    INSERT INTO daily_event_counts (day, event_type, events)
+    SELECT day, event_type, count(*) FROM stored GROUP BY day, event_type
 )
 SELECT batch_id, count(*)::int AS inserted FROM stored GROUP BY batch_id
 """
@@ -145,9 +155,18 @@ async def create_writer_pool(url: str, *, size: int) -> asyncpg.Pool:
 class EventWriter:
     """Stores micro-batches exactly once (see the module docstring for how)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, notify_channel: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        notify_channel: str,
+        hot_days: int = 7,
+        today: Today = utc_today,
+    ) -> None:
         self._pool = pool
         self._notify_channel = notify_channel
+        self._hot_days = hot_days
+        self._today = today
 
     async def write(self, rows: StagedRows) -> WriteResult:
         """Store one micro-batch in one transaction; raises StorageUnavailable or BadData."""
@@ -164,8 +183,13 @@ class EventWriter:
             raise classify(ex) from ex
 
     async def _write(self, conn: asyncpg.Connection, rows: StagedRows) -> WriteResult:
-        if rows.days:
-            await conn.fetchval("SELECT events_ensure_partitions($1::date[])", list(rows.days))
+        # Partitions only for days of the hot window: cold days go to the default partition
+        # (the compactor moves them to the lake), which keeps the number of partitions, and
+        # of locks one transaction takes, bounded whatever dates a batch carries.
+        first_hot = first_hot_day(self._today(), self._hot_days)
+        hot = [d for d in rows.days if d >= first_hot]
+        if hot:
+            await conn.fetchval("SELECT events_ensure_partitions($1::date[])", hot)
         async with conn.transaction():
             counts: dict[uuid.UUID, int] = {}
             if rows.rows:

@@ -63,7 +63,9 @@ def database_url() -> Iterator[str]:
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the run's database, emptied before the test."""
     conn = await asyncpg.connect(database_url)
-    await conn.execute("TRUNCATE events, event_ids, ingest_batches")
+    await conn.execute(
+        "TRUNCATE events, event_ids, ingest_batches, daily_users, daily_event_counts, lake_files"
+    )
     yield conn
     await conn.close()
 

@@ -22,11 +22,11 @@ CREATE TABLE events (
 -- partition later moves them (events_ensure_partitions).
 CREATE TABLE events_default PARTITION OF events DEFAULT;
 
--- Access paths of the analytics queries (each partition gets its own copy):
---   per-user first/last activity, retention, daily unique users -> (user_id, occurred_at)
---   counts per event type, event_type segments                  -> (event_type, occurred_at)
---   property segments (properties @> '{"country": "UA"}')        -> GIN jsonb_path_ops
-CREATE INDEX events_user_time_idx ON events (user_id, occurred_at);
+-- Access paths of the analytics queries into raw hot rows (each partition gets its own copy):
+--   event_type segments                                  -> (event_type, occurred_at)
+--   property segments (properties @> '{"country": "UA"}') -> GIN jsonb_path_ops
+-- Unsegmented daily users, retention and counts per type read the rollups of migration 0002
+-- (daily_users, daily_event_counts), so no per-user index is paid for on every insert.
 CREATE INDEX events_type_time_idx ON events (event_type, occurred_at);
 CREATE INDEX events_properties_idx ON events USING gin (properties jsonb_path_ops);
 

@@ -6,7 +6,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -124,8 +124,8 @@ async def test_concurrent_writers_with_overlapping_ids_store_each_once(
     assert await db.fetchval("SELECT count(*) FROM event_ids") == len(distinct)
 
 
-async def test_partitions_are_created_on_demand_and_default_rows_move(
-    writer: EventWriter, db: asyncpg.Connection
+async def test_hot_days_get_partitions_on_demand_and_default_rows_move(
+    writer: EventWriter, db: asyncpg.Connection, database_url: str
 ) -> None:
     # A row that reached the default partition (its day had no partition then) ...
     day = datetime(2024, 2, 29, tzinfo=UTC)
@@ -136,14 +136,77 @@ async def test_partitions_are_created_on_demand_and_default_rows_move(
         day + timedelta(hours=5),
         uuid.uuid4(),
     )
-    # ... is moved into the day's partition when that partition is created.
-    await writer.write(stage([batch([new_event(occurred_at="2024-02-29T23:59:59.999999Z")])]))
+    # ... is moved into the day's partition when that day is hot and its partition created.
+    pool = await create_writer_pool(database_url, size=1)
+    try:
+        in_2024 = EventWriter(pool, notify_channel="x", hot_days=7, today=lambda: date(2024, 3, 2))
+        await in_2024.write(stage([batch([new_event(occurred_at="2024-02-29T23:59:59.999999Z")])]))
+    finally:
+        await pool.close()
     partition = await db.fetchval(
         "SELECT tableoid::regclass::text FROM events WHERE event_id = $1", stray
     )
     assert partition == "events_p20240229"
     assert await db.fetchval("SELECT count(*) FROM events_default") == 0
     assert await db.fetchval("SELECT count(*) FROM events_p20240229") == 2
+
+
+async def test_cold_days_go_to_the_default_partition_without_new_partitions(
+    writer: EventWriter, db: asyncpg.Connection
+) -> None:
+    """Days before the hot window get no partition, however many a batch spans."""
+    events = [new_event(occurred_at=f"{2000 + i}-06-15T12:00:00Z") for i in range(20)]
+    partitions_before = await db.fetchval(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+    )
+    result = await writer.write(stage([batch(events)]))
+    assert result.inserted == 20
+    assert await db.fetchval("SELECT count(*) FROM events_default") == 20
+    assert (
+        await db.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")
+        == partitions_before
+    )
+
+
+async def test_rollups_follow_the_stored_events(
+    writer: EventWriter, db: asyncpg.Connection
+) -> None:
+    events = [
+        new_event(user_id="a", event_type="open", occurred_at="2025-08-01T10:00:00Z"),
+        new_event(user_id="a", event_type="open", occurred_at="2025-08-01T11:00:00Z"),
+        new_event(user_id="b", event_type="buy", occurred_at="2025-08-01T23:59:59+00:00"),
+        new_event(user_id="b", event_type="buy", occurred_at="2025-08-02T00:30:00+01:00"),
+    ]
+    await writer.write(stage([batch(events)]))
+    await writer.write(
+        stage(
+            [
+                batch(
+                    events
+                    + [
+                        new_event(
+                            user_id="c", event_type="open", occurred_at="2025-08-02T08:00:00Z"
+                        )
+                    ]
+                )
+            ]
+        )
+    )
+    users = await db.fetch("SELECT day, user_id FROM daily_users ORDER BY 1, 2")
+    assert [(str(r["day"]), r["user_id"]) for r in users] == [
+        ("2025-08-01", "a"),
+        ("2025-08-01", "b"),
+        ("2025-08-02", "c"),
+    ]
+    counts = await db.fetch(
+        "SELECT day, event_type, sum(events)::int AS n FROM daily_event_counts "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert [(str(r["day"]), r["event_type"], r["n"]) for r in counts] == [
+        ("2025-08-01", "buy", 2),
+        ("2025-08-01", "open", 2),
+        ("2025-08-02", "open", 1),
+    ]
 
 
 async def test_bad_data_is_classified_as_terminal(database_url: str) -> None:
