@@ -182,11 +182,11 @@ async def test_rollups_follow_the_stored_events(
         stage(
             [
                 batch(
-                    events
-                    + [
+                    [
+                        *events,
                         new_event(
                             user_id="c", event_type="open", occurred_at="2025-08-02T08:00:00Z"
-                        )
+                        ),
                     ]
                 )
             ]
