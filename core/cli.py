@@ -181,6 +181,77 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# compact: move cold days to the Parquet lake
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``15m``, ``1h`` or ``1d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip().lower()
+    try:
+        value = float(raw[:-1]) * units[raw[-1]] if raw[-1:] in units else float(raw)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30s, 15m, 1h)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return value
+
+
+def cmd_compact(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.compactor import Compactor, run_every
+    from storage.lake import Lake
+
+    _install_uvloop()
+    asyncio.run(_migrate(settings, retry_for=30))
+    compactor = Compactor(
+        settings.database_url,
+        Lake(settings.lake_dir),
+        hot_days=settings.hot_days,
+        file_rows=settings.compact_file_rows,
+    )
+    if args.every is None:
+        report = asyncio.run(compactor.run_once())
+        print(
+            f"compacted {len(report.days)} day(s): {report.rows} events in {report.files} "
+            f"file(s); skipped (locked elsewhere): {len(report.skipped)}; "
+            f"unpublished leftovers removed: {report.orphans_removed}"
+        )
+        return 0
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_every(compactor, args.every, stop)
+
+    asyncio.run(forever())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# sql: read-only DuckDB over the whole store
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    import duckdb
+
+    from analytics.console import open_session, print_result, snapshot
+    from storage.lake import Lake
+
+    files, hot = asyncio.run(snapshot(settings.database_url, Lake(settings.lake_dir)))
+    con = open_session(files, hot)
+    try:
+        print_result(con, args.query, args.format)
+    except duckdb.Error as ex:
+        print(f"events sql: {ex}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # config
 
 
@@ -235,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="gunicorn worker processes")
     p.add_argument("--processes", type=int, help="worker processes")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("compact", help="move days older than the hot window to the lake")
+    p.add_argument(
+        "--every",
+        type=parse_duration,
+        metavar="DURATION",
+        help="keep running, once per DURATION (30s, 15m, 1h, 1d)",
+    )
+    p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser("sql", help="query the whole store (lake + hot rows) with DuckDB")
+    p.add_argument("query", help='e.g. "SELECT event_type, count(*) FROM events GROUP BY 1"')
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("config", help="print the effective configuration (secrets hidden)")
     p.add_argument("--markdown", action="store_true", help="print the README's settings table")

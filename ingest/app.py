@@ -19,6 +19,7 @@ import falcon.asgi
 import falcon.media
 import orjson
 
+from analytics.http import add_routes
 from core.config import Settings, load_settings
 from core.logs import configure_logging
 from ingest.auth import AuthMiddleware
@@ -125,6 +126,7 @@ def create_app(
     app.add_route("/events", EventsResource(settings, runtime, clock))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime))
+    add_routes(app, settings, runtime.analytics)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(ApiError, _api_error)
     app.set_error_serializer(_serialize_falcon_error)

@@ -9,11 +9,13 @@ from typing import Any
 
 import asyncpg
 
+from analytics.engine import Analytics
 from core.config import Settings
 from ingest.commits import CommitWaiter
 from pipeline.publisher import Publisher
 from pipeline.topology import Topology
 from storage.db import SERVER_SETTINGS
+from storage.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,18 @@ class Runtime:
         )
         self._pool: asyncpg.Pool | None = None
         self._commits: CommitWaiter | None = None
+        self.analytics = Analytics(
+            lambda: self.pool, Lake(settings.lake_dir), threads=settings.query_threads
+        )
 
     async def process_startup(self, scope: Any, event: Any) -> None:
         self._pool = asyncpg.create_pool(
             self.settings.database_url,
             min_size=0,
             max_size=self.settings.db_pool_size,
-            server_settings=SERVER_SETTINGS,
+            # Analytics statements differ only by their dates: a generic plan made after five
+            # executions can be several times slower than a plan for the actual range.
+            server_settings={**SERVER_SETTINGS, "plan_cache_mode": "force_custom_plan"},
             timeout=3,
         )
         await self._pool  # with min_size=0 this connects nothing yet
@@ -60,9 +67,16 @@ class Runtime:
         if self._commits is not None:
             await self._commits.close()
         await self.publisher.close()
+        self.analytics.close()
         if self._pool is not None:
             with contextlib.suppress(*_DB_ERRORS):
                 await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the app has not started (no ASGI lifespan startup)")
+        return self._pool
 
     @property
     def commits(self) -> CommitWaiter:

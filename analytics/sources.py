@@ -1,0 +1,178 @@
+"""What a query reads: the lake files and the hot facts, taken from one PostgreSQL snapshot.
+
+The compactor records a day's files and drops its hot rows in one transaction. A reader
+that took the file list and the hot rows at different moments could count a day twice or
+not at all; so both come from one REPEATABLE READ transaction that first takes an ACCESS
+SHARE lock on ``events`` (the compactor's ACCESS EXCLUSIVE lock waits for it, and the
+snapshot is taken only after the lock is held).
+
+Hot facts are pulled as Arrow (``storage/arrow_copy.py``) and exactly what the query needs:
+
+- no segment: the rollups, ``daily_users`` (day, user_id) and ``daily_event_counts``;
+- only ``event_type`` segments: PostgreSQL computes the same facts from raw rows (equality
+  on a text column means the same in both engines);
+- property segments: raw rows that *may* match (``properties @> ...`` via the GIN index, a
+  superset), with their properties; DuckDB then applies the exact test to hot and cold rows
+  alike, so both sides use the same semantics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import asyncpg
+import orjson
+import pyarrow as pa
+
+from analytics.params import Segment
+from storage.arrow_copy import copy_to_arrow
+from storage.days import day_start
+from storage.lake import Lake
+
+USERS = {"day": pa.date32(), "user_id": pa.string()}
+COUNTS = {"event_type": pa.string(), "events": pa.int64()}
+EVENTS = {
+    "day": pa.date32(),
+    "user_id": pa.string(),
+    "event_type": pa.string(),
+    "properties": pa.string(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Lake files (absolute paths) and hot facts for a range of days."""
+
+    files: tuple[str, ...]
+    hot_users: pa.Table | None = None  # (day, user_id), distinct, exact
+    hot_counts: pa.Table | None = None  # (event_type, events), exact
+    hot_events: pa.Table | None = None  # (day, user_id, event_type, properties), a superset
+
+
+def property_document(path: tuple[str, ...], value: Any) -> str:
+    """``{"a": {"b": value}}`` for path ``a.b``: the jsonb containment argument."""
+    doc: Any = value
+    for name in reversed(path):
+        doc = {name: doc}
+    return orjson.dumps(doc).decode()
+
+
+def candidate_values(value: str) -> list[Any]:
+    """JSON values a property may hold for DuckDB's text comparison to match ``value``:
+    the string itself, and the number / boolean / object / array it spells, if any."""
+    found: list[Any] = [value]
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return found
+    if not isinstance(parsed, str) and parsed is not None:
+        found.append(parsed)
+    return found
+
+
+class _Args:
+    """Positional ``$n`` parameters for a SQL text built piece by piece."""
+
+    def __init__(self, *initial: Any) -> None:
+        self.values = list(initial)
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _hot_filter(segments: tuple[Segment, ...], args: _Args, *, exact_types_only: bool) -> str:
+    clauses = []
+    for s in segments:
+        if s.kind == "event_type":
+            clauses.append(f"event_type = {args.add(s.value)}")
+        elif not exact_types_only:
+            docs = [
+                f"properties @> {args.add(property_document(s.path, v))}::jsonb"
+                for v in candidate_values(s.value)
+            ]
+            clauses.append("(" + " OR ".join(docs) + ")")
+    return "".join(f" AND {c}" for c in clauses)
+
+
+async def load_sources(
+    pool: asyncpg.Pool,
+    lake: Lake,
+    first: date,
+    end: date,
+    segments: tuple[Segment, ...],
+    *,
+    users: bool = False,
+    counts: bool = False,
+) -> Sources:
+    """Lake files and hot facts for days ``first <= day < end`` (``date.min`` for all history)."""
+    has_properties = any(s.kind == "property" for s in segments)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
+        files = tuple(
+            str(lake.absolute(r["path"]))
+            for r in await conn.fetch(
+                "SELECT path FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
+                first,
+                end,
+            )
+        )
+        lo, hi = day_start(first) if first > date.min else None, day_start(end)
+        if not segments:
+            return Sources(
+                files,
+                hot_users=await copy_to_arrow(
+                    conn,
+                    "SELECT day, user_id FROM daily_users WHERE day >= $1 AND day < $2",
+                    first,
+                    end,
+                    columns=USERS,
+                )
+                if users
+                else None,
+                hot_counts=await copy_to_arrow(
+                    conn,
+                    "SELECT event_type, sum(events)::bigint FROM daily_event_counts "
+                    "WHERE day >= $1 AND day < $2 GROUP BY 1",
+                    first,
+                    end,
+                    columns=COUNTS,
+                )
+                if counts
+                else None,
+            )
+        args = _Args(hi)
+        time_filter = "occurred_at < $1" + (f" AND occurred_at >= {args.add(lo)}" if lo else "")
+        if not has_properties:
+            where = time_filter + _hot_filter(segments, args, exact_types_only=True)
+            return Sources(
+                files,
+                hot_users=await copy_to_arrow(
+                    conn,
+                    "SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, user_id "
+                    f"FROM events WHERE {where}",
+                    *args.values,
+                    columns=USERS,
+                )
+                if users
+                else None,
+                hot_counts=await copy_to_arrow(
+                    conn,
+                    f"SELECT event_type, count(*) FROM events WHERE {where} GROUP BY 1",
+                    *args.values,
+                    columns=COUNTS,
+                )
+                if counts
+                else None,
+            )
+        where = time_filter + _hot_filter(segments, args, exact_types_only=False)
+        hot_events = await copy_to_arrow(
+            conn,
+            "SELECT (occurred_at AT TIME ZONE 'UTC')::date, user_id, event_type, "
+            f"properties::text FROM events WHERE {where}",
+            *args.values,
+            columns=EVENTS,
+        )
+        return Sources(files, hot_events=hot_events)

@@ -1,0 +1,153 @@
+"""The Parquet lake: layout, the file schema, and crash-safe file publication.
+
+Layout (Hive-style, readable by DuckDB, Polars, Spark, Trino, pyarrow...)::
+
+    <EVENTS_LAKE_DIR>/events/date=YYYY-MM-DD/part-<uuid7>.parquet
+
+Each file holds events of one UTC day, sorted by ``(event_type, user_id, occurred_at)`` so
+row-group statistics let readers skip by event type and count users cheaply; zstd
+compressed. Columns: ``event_id`` (UUID), ``occurred_at`` (timestamp UTC, µs), ``user_id``,
+``event_type``, ``properties`` (JSON text), ``received_at``, ``batch_id`` (UUID).
+
+A file is written under a temporary name, fsynced, renamed into place and the directory
+fsynced; only then is it recorded in PostgreSQL's ``lake_files`` (see ``storage/compactor.py``).
+A file that is on disk but not recorded is the leftover of an interrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.ids import uuid7
+from storage.arrow_copy import TIMESTAMP_US
+
+LAKE_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.uuid(), nullable=False),
+        pa.field("occurred_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("properties", pa.json_(pa.string()), nullable=False),
+        pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("batch_id", pa.uuid(), nullable=False),
+    ]
+)
+# Hot rows as the lake stores them: read with ``storage.arrow_copy.copy_to_arrow`` (UUIDs as
+# text, timestamps as epoch microseconds), then ``to_lake_table``.
+HOT_ROWS_COLUMNS = {
+    "event_id": pa.string(),
+    "occurred_at": TIMESTAMP_US,
+    "user_id": pa.string(),
+    "event_type": pa.string(),
+    "properties": pa.string(),
+    "received_at": TIMESTAMP_US,
+    "batch_id": pa.string(),
+}
+HOT_ROWS_SQL = (
+    "SELECT event_id, (extract(epoch FROM occurred_at) * 1000000)::bigint, user_id, event_type, "
+    "properties::text, (extract(epoch FROM received_at) * 1000000)::bigint, batch_id FROM events"
+)
+SORT_KEYS = [("event_type", "ascending"), ("user_id", "ascending"), ("occurred_at", "ascending")]
+ROW_GROUP_ROWS = 128 * 1024
+TEMP_PREFIX = ".tmp-"
+
+
+def uuid_column(text: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Canonical UUID text -> Arrow UUID (16 bytes), column-wise."""
+    series = pl.Series(pl.from_arrow(text))
+    raw = series.str.replace_all("-", "", literal=True).str.decode("hex").to_arrow()
+    return pa.ExtensionArray.from_storage(pa.uuid(), raw.cast(pa.binary(16)))
+
+
+def to_lake_table(rows: pa.Table) -> pa.Table:
+    """Rows read with ``HOT_ROWS_SQL`` in the lake's column types (``LAKE_SCHEMA``)."""
+    return pa.table(
+        {
+            "event_id": uuid_column(rows.column("event_id")),
+            "occurred_at": rows.column("occurred_at"),
+            "user_id": rows.column("user_id"),
+            "event_type": rows.column("event_type"),
+            "properties": rows.column("properties").cast(pa.json_(pa.string())),
+            "received_at": rows.column("received_at"),
+            "batch_id": uuid_column(rows.column("batch_id")),
+        },
+        schema=LAKE_SCHEMA,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LakeFile:
+    """A published file: its path relative to the lake root, its day and size."""
+
+    path: str
+    day: date
+    rows: int
+    bytes: int
+
+
+class Lake:
+    """The lake directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def day_dir(self, day: date) -> Path:
+        return self.root / "events" / f"date={day.isoformat()}"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def absolute(self, relative: str) -> Path:
+        return self.root / relative
+
+    def files_on_disk(self, day: date) -> list[Path]:
+        """Every file in a day's directory, temporary ones included."""
+        directory = self.day_dir(day)
+        return sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []
+
+    def write(self, day: date, table: pa.Table) -> LakeFile:
+        """Sort, write, fsync and publish one file of ``day``'s events (``LAKE_SCHEMA``)."""
+        directory = self.day_dir(day)
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"part-{uuid7()}.parquet"
+        temp = directory / f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
+        table = table.cast(LAKE_SCHEMA).sort_by(SORT_KEYS)
+        try:
+            with temp.open("wb") as sink:
+                pq.write_table(
+                    table,
+                    sink,
+                    compression="zstd",
+                    row_group_size=ROW_GROUP_ROWS,
+                    write_statistics=True,
+                )
+                sink.flush()
+                os.fsync(sink.fileno())
+            final = directory / name
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
+        return LakeFile(self.relative(final), day, table.num_rows, final.stat().st_size)
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
