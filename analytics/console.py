@@ -70,7 +70,9 @@ def print_result(
         return
     if fmt == "csv":
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(relation.arrow(), sink)
+        result = relation.arrow()  # a RecordBatchReader since DuckDB 2.0
+        table = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+        pacsv.write_csv(table, sink)
         out.write(sink.getvalue().to_pybytes().decode())
     elif fmt == "json":
         names = relation.columns

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import asyncpg
 import duckdb
+import pyarrow as pa
 
 from analytics import queries
 from analytics.params import DateRange, RetentionParams, Segment, segments_of
-from analytics.sources import Sources, load_sources
+from analytics.sources import Sources, load_day_summaries, load_sources
+from storage.days import days_between
 from storage.lake import Lake
 
 
@@ -25,12 +28,18 @@ class Analytics:
         self._duck = duckdb.connect(":memory:", config={"threads": threads})
 
     def _run(self, statement: queries.Statement, sources: Sources) -> list[tuple[Any, ...]]:
+        tables = {
+            name: getattr(sources, name) for name in ("hot_users", "hot_counts", "hot_events")
+        }
+        return self._run_with(statement, {k: v for k, v in tables.items() if v is not None})
+
+    def _run_with(
+        self, statement: queries.Statement, tables: dict[str, pa.Table]
+    ) -> list[tuple[Any, ...]]:
         cursor = self._duck.cursor()
         try:
-            for name in ("hot_users", "hot_counts", "hot_events"):
-                table = getattr(sources, name)
-                if table is not None:
-                    cursor.register(name, table)
+            for name, table in tables.items():
+                cursor.register(name, table)
             return cursor.execute(statement.sql, statement.params).fetchall()
         finally:
             cursor.close()
@@ -40,31 +49,77 @@ class Analytics:
         return await asyncio.to_thread(self._run, statement, sources)
 
     async def dau(self, days: DateRange, segments: tuple[Segment, ...]) -> dict[str, Any]:
-        sources = await load_sources(
-            self._pool(), self._lake, days.first, _after(days.last), segments, users=True
-        )
-        rows = await self._query(queries.daily_active_users(days, segments, sources), sources)
+        if segments:
+            sources = await load_sources(
+                self._pool(), self._lake, days.first, _after(days.last), segments, users=True
+            )
+            stmt = queries.daily_active_users(days, segments, sources)
+            counts = {d: int(n) for d, n in await self._query(stmt, sources)}
+        else:
+            counts = await self._dau_from_summaries(days)
         return {
             "from": days.first.isoformat(),
             "to": days.last.isoformat(),
             "segments": segments_of(segments),
-            "dau": [{"date": d.isoformat(), "unique_users": int(n)} for d, n in rows],
+            "dau": [
+                {"date": d.isoformat(), "unique_users": counts.get(d, 0)}
+                for d in days_between(days.first, days.last)
+            ],
         }
+
+    async def _dau_from_summaries(self, days: DateRange) -> dict[date, int]:
+        """Unsegmented DAU. PERF: a day kept in one lake file is read off its footer, a hot
+        day off the rollup; only days split between several sources are counted by DuckDB."""
+        s = await load_day_summaries(self._pool(), self._lake, days.first, _after(days.last))
+        counts = dict(s.hot_users)
+        for day, files in s.files.items():
+            stats = files[0][1]
+            if day not in s.exact_days and stats is not None:
+                counts[day] = stats.users
+        if s.exact_days:
+            paths = [path for day in s.exact_days for path, _ in s.files[day]]
+            rows = await asyncio.to_thread(
+                self._run_with, queries.exact_daily_users(paths), {"hot_pairs": s.hot_pairs}
+            )
+            counts.update({d: int(n) for d, n in rows})
+        return counts
 
     async def top_events(
         self, days: DateRange, limit: int, segments: tuple[Segment, ...]
     ) -> dict[str, Any]:
-        sources = await load_sources(
-            self._pool(), self._lake, days.first, _after(days.last), segments, counts=True
-        )
-        rows = await self._query(queries.top_events(days, limit, segments, sources), sources)
+        if segments:
+            sources = await load_sources(
+                self._pool(), self._lake, days.first, _after(days.last), segments, counts=True
+            )
+            stmt = queries.top_events(days, limit, segments, sources)
+            top = [(t, int(n)) for t, n in await self._query(stmt, sources)]
+        else:
+            top = await self._top_from_summaries(days, limit)
         return {
             "from": days.first.isoformat(),
             "to": days.last.isoformat(),
             "limit": limit,
             "segments": segments_of(segments),
-            "top_events": [{"event_type": t, "count": int(n)} for t, n in rows],
+            "top_events": [{"event_type": t, "count": n} for t, n in top],
         }
+
+    async def _top_from_summaries(self, days: DateRange, limit: int) -> list[tuple[str, int]]:
+        """Unsegmented top events: counts per type add up, so footers + rollup suffice."""
+        s = await load_day_summaries(self._pool(), self._lake, days.first, _after(days.last))
+        totals = Counter(s.hot_counts)
+        unsummarised = []
+        for files in s.files.values():
+            for path, stats in files:
+                if stats is None:
+                    unsummarised.append(path)
+                else:
+                    totals.update(stats.event_types)
+        if unsummarised:
+            rows = await asyncio.to_thread(
+                self._run_with, queries.counts_per_type(unsummarised), {}
+            )
+            totals.update({t: int(n) for t, n in rows})
+        return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
     async def retention(self, p: RetentionParams) -> dict[str, Any]:
         sources = await load_sources(

@@ -148,3 +148,20 @@ FROM windows LEFT JOIN active USING (w)
 GROUP BY windows.w ORDER BY windows.w
 """
     return Statement(sql, params)
+
+
+def exact_daily_users(files: Sequence[str]) -> Statement:
+    """Distinct users per day over the given lake files plus the registered ``hot_pairs``."""
+    sql = f"""
+SELECT day, count(DISTINCT user_id) AS users FROM (
+    SELECT date AS day, user_id FROM {lake_relation(files)}
+    UNION ALL
+    SELECT day, user_id FROM hot_pairs
+) GROUP BY day
+"""
+    return Statement(sql)
+
+
+def counts_per_type(files: Sequence[str]) -> Statement:
+    """Events per type in lake files whose footers carry no statistics."""
+    return Statement(f"SELECT event_type, count(*) FROM {lake_relation(files)} GROUP BY event_type")

@@ -29,7 +29,7 @@ import pyarrow as pa
 from analytics.params import Segment
 from storage.arrow_copy import copy_to_arrow
 from storage.days import day_start
-from storage.lake import Lake
+from storage.lake import FileStats, Lake, read_stats
 
 USERS = {"day": pa.date32(), "user_id": pa.string()}
 COUNTS = {"event_type": pa.string(), "events": pa.int64()}
@@ -176,3 +176,75 @@ async def load_sources(
             columns=EVENTS,
         )
         return Sources(files, hot_events=hot_events)
+
+
+@dataclass(frozen=True, slots=True)
+class DaySummaries:
+    """What unsegmented DAU and top events need, mostly without reading any rows.
+
+    - ``files``: lake files of the range by day, with the statistics in their footers;
+    - ``hot_users`` / ``hot_counts``: per-day active users and per-type counts of hot rows,
+      from the rollups;
+    - ``exact_days``: days whose distinct users cannot be read off one footer (several files,
+      a file without statistics, or rows both in the lake and hot), and ``hot_pairs``, the hot
+      (day, user_id) rows of exactly those days, for DuckDB to count the union.
+    """
+
+    files: dict[date, list[tuple[str, FileStats | None]]]
+    hot_users: dict[date, int]
+    hot_counts: dict[str, int]
+    exact_days: tuple[date, ...]
+    hot_pairs: pa.Table
+
+
+async def load_day_summaries(
+    pool: asyncpg.Pool, lake: Lake, first: date, end: date
+) -> DaySummaries:
+    """Day-level facts for ``first <= day < end``, from one snapshot (see ``load_sources``)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
+        files: dict[date, list[tuple[str, FileStats | None]]] = {}
+        for r in await conn.fetch(
+            "SELECT path, day FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
+            first,
+            end,
+        ):
+            path = str(lake.absolute(r["path"]))
+            files.setdefault(r["day"], []).append((path, read_stats(path)))
+        hot_users = {
+            r["day"]: int(r["users"])
+            for r in await conn.fetch(
+                "SELECT day, sum(users) AS users FROM daily_user_counts "
+                "WHERE day >= $1 AND day < $2 GROUP BY day",
+                first,
+                end,
+            )
+            if r["users"]
+        }
+        hot_counts = {
+            r["event_type"]: int(r["events"])
+            for r in await conn.fetch(
+                "SELECT event_type, sum(events) AS events FROM daily_event_counts "
+                "WHERE day >= $1 AND day < $2 GROUP BY event_type",
+                first,
+                end,
+            )
+        }
+        exact = tuple(
+            sorted(
+                day
+                for day, day_files in files.items()
+                if len(day_files) > 1 or day in hot_users or day_files[0][1] is None
+            )
+        )
+        hot_pairs = (
+            await copy_to_arrow(
+                conn,
+                "SELECT day, user_id FROM daily_users WHERE day = ANY($1::date[])",
+                list(exact),
+                columns=USERS,
+            )
+            if exact
+            else pa.table({n: pa.array([], t) for n, t in USERS.items()})
+        )
+    return DaySummaries(files, hot_users, hot_counts, exact, hot_pairs)

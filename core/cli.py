@@ -154,7 +154,12 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     worker = [*events, "worker", "--no-migrate"]
     if args.processes:
         worker += ["--processes", str(args.processes)]
-    children = [subprocess.Popen(serve), subprocess.Popen(worker)]  # noqa: S603
+    # Own sessions: a terminal's Ctrl-C reaches only this process, which then asks both
+    # children to stop gracefully (SIGTERM) instead of gunicorn's quick SIGINT shutdown.
+    children = [
+        subprocess.Popen(serve, start_new_session=True),  # noqa: S603
+        subprocess.Popen(worker, start_new_session=True),  # noqa: S603
+    ]
     bind = args.bind or settings.bind
     print(
         f"events: API on http://{bind} (POST /events), workers consuming "

@@ -144,8 +144,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "EVENTS_DELIVERY_LIMIT",
         "delivery_limit",
-        "20",
-        "Quorum queues: a message redelivered this many times (its consumer kept dying) "
+        "100",
+        "Quorum queues: a message returned to the queue this many times (its consumer died or "
+        "stopped before storing it; every worker restart counts for the messages it held) "
         "is moved to the dead-letter queue.",
         _positive_int,
     ),

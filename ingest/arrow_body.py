@@ -77,6 +77,10 @@ def _declared_bytes(message: pa.ipc.Message) -> int:
         if offset < 0 or offset + 8 > body.size:
             raise ValueError("buffer outside the message body")
         declared = struct.unpack("<q", body[offset : offset + 8].to_pybytes())[0]
+        if declared < -1:
+            # -1 means "stored uncompressed"; any other negative size is a forgery that
+            # would cancel out real sizes in the sum.
+            raise ValueError("negative uncompressed buffer size")
         total += (length - 8) if declared == -1 else declared
     return total
 
@@ -93,6 +97,12 @@ def read_arrow(body: bytes, max_bytes: int) -> pa.Table:
     try:
         _check_declared_sizes(buffer, max_bytes)
         table = pa.ipc.open_stream(buffer).read_all()
+        if table.nbytes > max_bytes:  # what was actually allocated, whatever was declared
+            raise too_large(
+                "body_too_large",
+                f"the decoded Arrow data is larger than {max_bytes} bytes",
+                limit=max_bytes,
+            )
         table.validate(full=True)
     except (pa.ArrowException, ValueError, struct.error, IndexError, OSError) as ex:
         raise bad_request(

@@ -17,6 +17,7 @@ from ingest.errors import bad_request, too_large, unsupported_media
 
 SUPPORTED_ENCODINGS = ("gzip", "zstd", "deflate", "identity")
 _READ_CHUNK = 1 << 16
+_MAX_GZIP_MEMBERS = 1000
 
 
 def _too_large(max_bytes: int, what: str) -> Exception:
@@ -65,23 +66,45 @@ def decode_content(body: bytes, content_encoding: str | None, max_bytes: int) ->
 
 
 def _inflate(data: bytes, max_bytes: int, *, wbits: int, name: str) -> bytes:
+    """Inflate gzip (possibly several members) or deflate, at most ``max_bytes`` of output.
+
+    Input is fed in bounded chunks, so the work stays linear in the body size even for a
+    body made of thousands of tiny gzip members.
+    """
+    view = memoryview(data)
     out = bytearray()
-    while True:
-        inflater = zlib.decompressobj(wbits)
-        try:
-            out += inflater.decompress(data, max_bytes + 1 - len(out))
-            while inflater.unconsumed_tail and len(out) <= max_bytes:
-                out += inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - len(out))
-        except zlib.error as ex:
-            raise bad_request("invalid_encoding", f"the body is not valid {name}: {ex}") from ex
-        if len(out) > max_bytes:
-            raise _too_large(max_bytes, "decompressed")
-        if not inflater.eof:
-            raise bad_request("invalid_encoding", f"the {name} body is truncated")
-        data = inflater.unused_data
-        # gzip allows several members one after another.
-        if not data or name != "gzip":
-            return bytes(out)
+    members, pos = 0, 0
+    inflater = zlib.decompressobj(wbits)
+    fed = False  # whether the current member has begun
+    pending = b""  # input not consumed yet
+    try:
+        while pending or pos < len(view):
+            if not pending:
+                pending = bytes(view[pos : pos + _READ_CHUNK])
+                pos += len(pending)
+            fed = True
+            out += inflater.decompress(pending, max_bytes + 1 - len(out))
+            pending = inflater.unconsumed_tail
+            if len(out) > max_bytes:
+                raise _too_large(max_bytes, "decompressed")
+            if inflater.eof:
+                members += 1
+                pending = inflater.unused_data
+                more = bool(pending) or pos < len(view)
+                if more and name != "gzip":
+                    raise bad_request(
+                        "invalid_encoding", f"data after the end of the {name} stream"
+                    )
+                if more and members >= _MAX_GZIP_MEMBERS:
+                    raise bad_request(
+                        "invalid_encoding", f"more than {_MAX_GZIP_MEMBERS} gzip members"
+                    )
+                inflater, fed = zlib.decompressobj(wbits), False
+    except zlib.error as ex:
+        raise bad_request("invalid_encoding", f"the body is not valid {name}: {ex}") from ex
+    if members == 0 or fed:
+        raise bad_request("invalid_encoding", f"the {name} body is truncated")
+    return bytes(out)
 
 
 def _unzstd(data: bytes, max_bytes: int) -> bytes:

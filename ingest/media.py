@@ -15,10 +15,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from ingest.arrow_body import read_arrow
 from ingest.errors import bad_request, too_large, unsupported_media
-from ingest.validate import Limits, SchemaError, ValidatedBatch, validate_arrow, validate_records
+from ingest.validate import Limits, SchemaError, TooLarge, ValidatedBatch, validate_records
+from ingest.validate_arrow import validate_arrow
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -121,9 +123,14 @@ def decode_arrow(
     table = read_arrow(body, max_bytes)
     _check_count(table.num_rows, max_events)
     try:
-        return validate_arrow(table, limits, now)
+        return validate_arrow(table, limits, now, max_bytes=max_bytes)
     except SchemaError as ex:
         raise bad_request("invalid_arrow_schema", str(ex)) from ex
+    except TooLarge as ex:
+        raise too_large("body_too_large", str(ex), limit=max_bytes) from ex
+    except pa.ArrowException as ex:
+        # Data Arrow itself cannot process (offsets overflowing, inconsistent buffers...).
+        raise bad_request("invalid_arrow", f"the Arrow data cannot be processed: {ex}") from ex
 
 
 def decode_batch(

@@ -101,6 +101,10 @@ class SchemaError(ValueError):
     """An Arrow body whose columns cannot hold events at all (the whole request is refused)."""
 
 
+class TooLarge(ValueError):
+    """An Arrow body that would exceed the size limit once decoded (413)."""
+
+
 # ---------------------------------------------------------------------------------------
 # Refusal bookkeeping: one code per row, first failure wins.
 
@@ -124,7 +128,7 @@ _FIELD_NAMES = (None, *FIELDS)
 _FIELD_ID = {name: i for i, name in enumerate(_FIELD_NAMES)}
 
 
-class _Refusals:
+class Refusals:
     def __init__(self, n: int) -> None:
         self.code = np.zeros(n, dtype=np.uint8)
         self.field = np.zeros(n, dtype=np.uint8)
@@ -194,7 +198,7 @@ def _message(code: str, field_name: str | None, limits: Limits) -> str:
 # Column checks shared by every body format.
 
 
-def _uuid_column(raw: pa.Array, refusals: _Refusals) -> pa.Array:
+def uuid_column(raw: pa.Array, refusals: Refusals) -> pa.Array:
     """event_id (string, 16-byte binary or dictionary of those) -> binary(16) with nulls."""
     refusals.mark(pc.is_null(raw), "event_id", "required")
     if pa.types.is_fixed_size_binary(raw.type) and raw.type.byte_width == 16:
@@ -233,15 +237,38 @@ def _parse_timestamps(strings: pa.Array) -> pa.Array:
     )
 
 
-def _timestamp_column(
-    raw: pa.Array, refusals: _Refusals, limits: Limits, now: datetime
-) -> pa.Array:
+# Years 1 to 9999, in microseconds since the epoch: what PostgreSQL and Python both hold.
+_MIN_US = -62_135_596_800_000_000
+_MAX_US = 253_402_300_799_999_999
+_PER_UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+def _to_micros(raw: pa.Array, refusals: Refusals) -> pa.Array:
+    """An Arrow timestamp column (any unit; no time zone means UTC) as timestamp[us, UTC].
+
+    Checked arithmetic only: a value outside years 1-9999 is refused, never wrapped around;
+    nanoseconds are floored to microseconds.
+    """
+    ticks = raw.cast(pa.int64())
+    if raw.type.unit == "ns":
+        floor_fix = pc.if_else(pc.less(ticks, 0), 999, 0)
+        micros = pc.divide(pc.subtract(ticks, floor_fix), 1000)
+    else:
+        factor = _PER_UNIT_US[raw.type.unit]
+        outside = pc.or_(pc.less(ticks, _MIN_US // factor), pc.greater(ticks, _MAX_US // factor))
+        refusals.mark(outside, "occurred_at", "invalid_timestamp")
+        micros = pc.multiply_checked(
+            pc.if_else(outside, pa.scalar(None, pa.int64()), ticks), factor
+        )
+    return micros.cast(pa.timestamp("us", tz="UTC"))
+
+
+def timestamp_column(raw: pa.Array, refusals: Refusals, limits: Limits, now: datetime) -> pa.Array:
     """occurred_at (ISO-8601 string or Arrow timestamp) -> timestamp[us, UTC] with nulls."""
     target = pa.timestamp("us", tz="UTC")
     refusals.mark(pc.is_null(raw), "occurred_at", "required")
     if pa.types.is_timestamp(raw.type):
-        # A timestamp without a time zone is read as UTC; finer units are truncated.
-        stamps = raw.cast(target, safe=False)
+        stamps = _to_micros(raw, refusals)
     else:
         shaped = pc.match_substring_regex(raw, _TIMESTAMP_RE)
         refusals.mark(pc.invert(shaped), "occurred_at", "invalid_timestamp")
@@ -260,7 +287,7 @@ def _timestamp_column(
     return stamps
 
 
-def _text_column(raw: pa.Array, name: str, max_length: int, refusals: _Refusals) -> pa.Array:
+def text_column(raw: pa.Array, name: str, max_length: int, refusals: Refusals) -> pa.Array:
     """user_id / event_type: required, not blank, not too long, no NUL."""
     refusals.mark(pc.is_null(raw), name, "required")
     refusals.mark(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(raw)), 0), name, "empty")
@@ -269,12 +296,12 @@ def _text_column(raw: pa.Array, name: str, max_length: int, refusals: _Refusals)
     return raw
 
 
-def _finish(
+def finish(
     n: int,
-    refusals: _Refusals,
+    refusals: Refusals,
     columns: dict[str, pa.Array],
     limits: Limits,
-    describe: _Describer,
+    describe: Describer,
 ) -> ValidatedBatch:
     props = columns["properties"]
     refusals.mark(pc.match_substring_regex(props, _JSON_NUL_RE), "properties", "invalid_character")
@@ -305,7 +332,7 @@ def _finish(
     return ValidatedBatch(table=table, received=n, rejected=rejected)
 
 
-class _Describer:
+class Describer:
     """Turns a refused row back into what the client sent (only called for refused rows)."""
 
     def __init__(self, event_ids: Sequence[Any] | pa.Array, lines: Sequence[int] | None) -> None:
@@ -337,7 +364,7 @@ def _uuid_text(value: bytes) -> str:
 _MISSING: dict[str, Any] = {}
 
 
-def _strings(values: list[Any], name: str, refusals: _Refusals) -> pa.Array:
+def _strings(values: list[Any], name: str, refusals: Refusals) -> pa.Array:
     """A list of decoded JSON values as a string column; non-strings are refused."""
     try:
         # PERF: the common case (all strings or missing) is a single C-level conversion.
@@ -349,7 +376,7 @@ def _strings(values: list[Any], name: str, refusals: _Refusals) -> pa.Array:
     return pa.array([v if type(v) is str else None for v in values], type=pa.string())
 
 
-def _user_ids(values: list[Any], refusals: _Refusals) -> pa.Array:
+def _user_ids(values: list[Any], refusals: Refusals) -> pa.Array:
     """user_id: a string, or an integer stored as its decimal text (booleans are refused)."""
     try:
         return pa.array(values, type=pa.string())
@@ -367,10 +394,10 @@ def _user_ids(values: list[Any], refusals: _Refusals) -> pa.Array:
     )
 
 
-_EMPTY_OBJECT = b"{}"
+EMPTY_OBJECT = b"{}"
 
 
-def _properties(rows: list[dict[str, Any]], refusals: _Refusals) -> pa.Array:
+def _properties(rows: list[dict[str, Any]], refusals: Refusals) -> pa.Array:
     """properties (object) or properties_json (string holding an object) -> JSON text."""
     dumps = orjson.dumps
     props = [r.get("properties") for r in rows]
@@ -384,32 +411,37 @@ def _properties(rows: list[dict[str, Any]], refusals: _Refusals) -> pa.Array:
             continue
         if p is not None:
             refusals.mark_row(i, "properties", "invalid_type")
-            texts.append(_EMPTY_OBJECT)
+            texts.append(EMPTY_OBJECT)
             continue
         pj = row.get("properties_json")
         if pj is None:
-            texts.append(_EMPTY_OBJECT)
+            texts.append(EMPTY_OBJECT)
         elif type(pj) is not str:
             refusals.mark_row(i, "properties_json", "invalid_type")
-            texts.append(_EMPTY_OBJECT)
+            texts.append(EMPTY_OBJECT)
         else:
-            texts.append(_json_object_text(pj.encode(), i, "properties_json", refusals))
+            texts.append(json_object_text(pj.encode(), i, "properties_json", refusals))
     return pa.array(texts, type=pa.binary()).cast(pa.string())
 
 
-def _json_object_text(text: bytes, i: int, name: str, refusals: _Refusals) -> bytes:
-    """Check one JSON text holds an object; refuse the row otherwise."""
+def json_object_text(text: bytes, i: int, name: str, refusals: Refusals) -> bytes:
+    """One JSON text holding an object, re-encoded by orjson; the row is refused otherwise.
+
+    Re-encoding (rather than keeping the text as sent) gives every body format the same
+    stored form and keeps out what orjson reads but PostgreSQL's jsonb refuses (numbers
+    such as 1e-16384, whose exponent numeric cannot hold).
+    """
     if not text.strip():
-        return _EMPTY_OBJECT
+        return EMPTY_OBJECT
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as ex:
         refusals.mark_row(i, name, "invalid_json", f"{name} is not valid JSON: {ex}")
-        return _EMPTY_OBJECT
+        return EMPTY_OBJECT
     if type(value) is not dict:
         refusals.mark_row(i, name, "invalid_type", f"{name} must hold a JSON object")
-        return _EMPTY_OBJECT
-    return text
+        return EMPTY_OBJECT
+    return orjson.dumps(value)
 
 
 def validate_records(
@@ -426,7 +458,7 @@ def validate_records(
     refused (a malformed NDJSON line); ``lines`` gives NDJSON line numbers for the answer.
     """
     n = len(items)
-    refusals = _Refusals(n)
+    refusals = Refusals(n)
     for i, (code, message) in (pre_refused or {}).items():
         refusals.mark_row(i, None, code, message)
     rows: list[dict[str, Any]]
@@ -443,20 +475,20 @@ def validate_records(
     # PERF: one pass per field to pull the values out; everything after is column-wise.
     raw_ids = [r.get("event_id") for r in rows]
     columns = {
-        "event_id": _uuid_column(_strings(raw_ids, "event_id", refusals), refusals),
-        "occurred_at": _timestamp_column(
+        "event_id": uuid_column(_strings(raw_ids, "event_id", refusals), refusals),
+        "occurred_at": timestamp_column(
             _strings([r.get("occurred_at") for r in rows], "occurred_at", refusals),
             refusals,
             limits,
             now,
         ),
-        "user_id": _text_column(
+        "user_id": text_column(
             _user_ids([r.get("user_id") for r in rows], refusals),
             "user_id",
             limits.max_user_id_length,
             refusals,
         ),
-        "event_type": _text_column(
+        "event_type": text_column(
             _strings([r.get("event_type") for r in rows], "event_type", refusals),
             "event_type",
             limits.max_event_type_length,
@@ -464,88 +496,4 @@ def validate_records(
         ),
         "properties": _properties(rows, refusals),
     }
-    return _finish(n, refusals, columns, limits, _Describer(raw_ids, lines))
-
-
-# ---------------------------------------------------------------------------------------
-# Arrow bodies.
-
-
-def _plain(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
-    if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
-        array = array.cast(pa.string())
-    if pa.types.is_large_binary(array.type) or pa.types.is_binary_view(array.type):
-        array = array.cast(pa.binary())
-    return array
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t))
-
-
-def validate_arrow(table: pa.Table, limits: Limits, now: datetime) -> ValidatedBatch:
-    """Validate an Arrow table sent by a client (column types as documented in the README)."""
-    n = int(table.num_rows)
-    refusals = _Refusals(n)
-    names = set(table.column_names)
-    missing = [c for c in ("event_id", "occurred_at", "user_id", "event_type") if c not in names]
-    if missing:
-        raise SchemaError(f"missing column(s): {', '.join(missing)}")
-
-    event_id = _plain(table.column("event_id"))
-    if not (
-        _is_string(event_id.type)
-        or pa.types.is_binary(event_id.type)
-        or (pa.types.is_fixed_size_binary(event_id.type) and event_id.type.byte_width == 16)
-    ):
-        raise SchemaError(f"event_id must be string or 16-byte binary, not {event_id.type}")
-
-    occurred_at = _plain(table.column("occurred_at"))
-    if not (_is_string(occurred_at.type) or pa.types.is_timestamp(occurred_at.type)):
-        raise SchemaError(f"occurred_at must be a timestamp or string, not {occurred_at.type}")
-
-    user_id = _plain(table.column("user_id"))
-    if pa.types.is_integer(user_id.type):
-        user_id = user_id.cast(pa.string())
-    elif not _is_string(user_id.type):
-        raise SchemaError(f"user_id must be a string or integer, not {user_id.type}")
-
-    event_type = _plain(table.column("event_type"))
-    if not _is_string(event_type.type):
-        raise SchemaError(f"event_type must be a string, not {event_type.type}")
-
-    columns = {
-        "event_id": _uuid_column(event_id, refusals),
-        "occurred_at": _timestamp_column(occurred_at, refusals, limits, now),
-        "user_id": _text_column(user_id, "user_id", limits.max_user_id_length, refusals),
-        "event_type": _text_column(
-            event_type, "event_type", limits.max_event_type_length, refusals
-        ),
-        "properties": _arrow_properties(table, names, refusals),
-    }
-    return _finish(n, refusals, columns, limits, _Describer(event_id, None))
-
-
-def _arrow_properties(table: pa.Table, names: set[str], refusals: _Refusals) -> pa.Array:
-    """properties as JSON text or struct (or properties_json as text) -> JSON object text."""
-    name = "properties" if "properties" in names else "properties_json"
-    if name not in names:
-        return pa.array([_EMPTY_OBJECT.decode()] * table.num_rows, pa.string())
-    raw = _plain(table.column(name))
-    if pa.types.is_struct(raw.type):
-        # PERF: Polars encodes a whole struct column to JSON text in Rust.
-        encoded = pl.from_arrow(raw).struct.json_encode().to_arrow()  # type: ignore[union-attr]
-        return pc.fill_null(encoded.cast(pa.string()), _EMPTY_OBJECT.decode())
-    if not _is_string(raw.type):
-        raise SchemaError(f"{name} must be JSON text or a struct, not {raw.type}")
-    # Text written by the client: each value must parse as a JSON object. This is the JSON
-    # decode of the Arrow path; the text itself is kept as sent (jsonb normalises it).
-    texts: list[bytes | None] = []
-    for i, value in enumerate(raw.cast(pa.binary()).to_pylist()):
-        texts.append(
-            _EMPTY_OBJECT if value is None else _json_object_text(value, i, name, refusals)
-        )
-    return pa.array(texts, type=pa.binary()).cast(pa.string())
+    return finish(n, refusals, columns, limits, Describer(raw_ids, lines))

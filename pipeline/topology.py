@@ -33,7 +33,7 @@ class Topology:
     queue: str
     dead_letter_queue: str
     queue_type: str = "quorum"
-    delivery_limit: int = 20
+    delivery_limit: int = 100
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -63,6 +65,7 @@ class Worker:
         backoff = Backoff(base=0.5, maximum=10.0)
         attempt = 0
         while not stop.is_set():
+            connection = None
             try:
                 connection = await aio_pika.connect_robust(
                     self._settings.rabbitmq_url, timeout=5, reconnect_interval=1
@@ -70,6 +73,9 @@ class Worker:
                 await self._topology.declare(connection)
                 return connection
             except aio_pika.exceptions.CONNECTION_EXCEPTIONS as ex:
+                if connection is not None:
+                    with contextlib.suppress(*aio_pika.exceptions.CONNECTION_EXCEPTIONS):
+                        await connection.close()
                 delay = backoff.delay(attempt)
                 attempt += 1
                 log.warning(
@@ -142,9 +148,15 @@ class Worker:
                 decode.poll()
                 if pending is None:
                     due = batching.seconds_until_due()
-                    pending = await _next_delivery(
-                        inbox, stop_wait, _IDLE_POLL if due is None else due
-                    )
+                    if due == 0.0:
+                        # The batch is due but every writer is busy: wait for a delivery or
+                        # for a write to finish, not in a busy loop.
+                        wait = write.wait_for_room(timeout=_IDLE_POLL)
+                        pending = await _next_delivery(inbox, stop_wait, _IDLE_POLL, wait)
+                    else:
+                        pending = await _next_delivery(
+                            inbox, stop_wait, _IDLE_POLL if due is None else due
+                        )
                     if pending is None:
                         continue
                 try:
@@ -177,15 +189,24 @@ class Worker:
 
 
 async def _next_delivery(
-    inbox: asyncio.Queue[AbstractIncomingMessage], stop_wait: asyncio.Task[bool], timeout: float
+    inbox: asyncio.Queue[AbstractIncomingMessage],
+    stop_wait: asyncio.Task[bool],
+    timeout: float,
+    also: Coroutine[Any, Any, None] | None = None,
 ) -> AbstractIncomingMessage | None:
-    """The next delivery, or None after ``timeout`` or once stopping."""
+    """The next delivery, or None after ``timeout``, once stopping, or once ``also`` is done."""
     if not inbox.empty():
+        if also is not None:
+            also.close()
         return inbox.get_nowait()
     getter = asyncio.create_task(inbox.get())
-    done, _ = await asyncio.wait(
-        {getter, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-    )
+    waits: set[asyncio.Future[Any]] = {getter, stop_wait}
+    extra = asyncio.ensure_future(also) if also is not None else None
+    if extra is not None:
+        waits.add(extra)
+    done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if extra is not None and not extra.done():
+        extra.cancel()
     if getter in done:
         return getter.result()
     getter.cancel()

@@ -46,8 +46,11 @@ async def copy_to_arrow(
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types=wire_types,
+            # PostgreSQL writes NULL as an unquoted empty field and "" for an empty string;
+            # nothing else (not "NA", "null", "N/A") may be read as NULL.
+            null_values=[""],
             strings_can_be_null=True,
-            quoted_strings_can_be_null=False,  # "" is an empty string, an empty field NULL
+            quoted_strings_can_be_null=False,
         ),
     )
     for i, name in enumerate(names):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import asyncpg
+import pyarrow as pa
 
 from storage.arrow_copy import copy_to_arrow
 from storage.days import Today, day_bounds, day_start, first_hot_day, utc_today
@@ -54,6 +55,7 @@ class CompactionReport:
     rows: int = 0
     files: int = 0
     skipped: list[date] = field(default_factory=list)  # locked by another process
+    failed: list[date] = field(default_factory=list)
     orphans_removed: int = 0
 
 
@@ -143,11 +145,30 @@ class Compactor:
                 try:
                     report.orphans_removed += await remove_orphans(conn, self._lake, day)
                     files = await self._compact_day(conn, day)
+                except (
+                    OSError,
+                    ValueError,
+                    pa.ArrowException,
+                    asyncpg.PostgresError,
+                    RuntimeError,
+                ) as ex:
+                    # One bad day must not hold back the others; it is tried again next run.
+                    log.exception(
+                        "could not compact a day", extra={"day": str(day), "error": str(ex)[:300]}
+                    )
+                    report.failed.append(day)
+                    continue
                 finally:
                     await unlock_lake_day(conn, day)
                 report.days.append(day)
                 report.files += len(files)
                 report.rows += sum(f.rows for f in files)
+            if report.days:
+                # The rollups just lost whole days of rows: reclaim them now rather than let
+                # readers step over dead index entries until autovacuum comes by.
+                await conn.execute(
+                    "VACUUM (ANALYZE) daily_users, daily_user_counts, daily_event_counts"
+                )
         finally:
             await conn.close()
         return report
@@ -159,6 +180,7 @@ class Compactor:
             try:
                 await self._publish(conn, day, files)
             except DayChanged:
+                # Raised inside the transaction, so it rolled back: the files are unlisted.
                 log.info(
                     "late events arrived while compacting; starting the day again",
                     extra={"day": str(day), "attempt": attempt + 1},
@@ -166,13 +188,9 @@ class Compactor:
                 for f in files:
                     self._lake.remove(self._lake.absolute(f.path))
                 continue
-            except BaseException:
-                # Not published: the files are unlisted leftovers; remove them now if we can
-                # (the next run would otherwise).
-                with contextlib.suppress(OSError):
-                    for f in files:
-                        self._lake.remove(self._lake.absolute(f.path))
-                raise
+            # Any other failure leaves the files alone: the commit may have reached the
+            # server before the connection broke, and then they are published. If it did not,
+            # they are unlisted leftovers that the next run removes under the day's lock.
             self._step("published", day)
             log.info(
                 "compacted day",
@@ -240,6 +258,7 @@ class Compactor:
                 "DELETE FROM events_default WHERE occurred_at >= $1 AND occurred_at < $2", lo, hi
             )
             await conn.execute("DELETE FROM daily_users WHERE day = $1", day)
+            await conn.execute("DELETE FROM daily_user_counts WHERE day = $1", day)
             await conn.execute("DELETE FROM daily_event_counts WHERE day = $1", day)
 
 
@@ -258,7 +277,7 @@ async def run_every(compactor: Compactor, every: float, stop: asyncio.Event) -> 
                     "skipped": [str(d) for d in report.skipped],
                 },
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except Exception:  # keep the long-running compactor alive; the next run retries
             log.exception("compaction run failed; retrying at the next interval")
         remaining = max(0.0, every - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):

@@ -5,9 +5,10 @@ Layout (Hive-style, readable by DuckDB, Polars, Spark, Trino, pyarrow...)::
     <EVENTS_LAKE_DIR>/events/date=YYYY-MM-DD/part-<uuid7>.parquet
 
 Each file holds events of one UTC day, sorted by ``(event_type, user_id, occurred_at)`` so
-row-group statistics let readers skip by event type and count users cheaply; zstd
-compressed. Columns: ``event_id`` (UUID), ``occurred_at`` (timestamp UTC, µs), ``user_id``,
-``event_type``, ``properties`` (JSON text), ``received_at``, ``batch_id`` (UUID).
+row-group statistics let readers skip by event type; zstd compressed. Its footer also
+carries exact statistics (``FileStats``: rows, distinct users, events per type). Columns:
+``event_id`` (UUID), ``occurred_at`` (timestamp UTC, µs), ``user_id``, ``event_type``,
+``properties`` (JSON text), ``received_at``, ``batch_id`` (UUID).
 
 A file is written under a temporary name, fsynced, renamed into place and the directory
 fsynced; only then is it recorded in PostgreSQL's ``lake_files`` (see ``storage/compactor.py``).
@@ -20,10 +21,13 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.ids import uuid7
@@ -83,6 +87,50 @@ def to_lake_table(rows: pa.Table) -> pa.Table:
     )
 
 
+STATS_KEY = b"events.stats"
+
+
+@dataclass(frozen=True, slots=True)
+class FileStats:
+    """Exact statistics of one file, kept in its own footer (``events.stats``, JSON).
+
+    Like Parquet's min/max statistics (and Iceberg's distinct-count sketches), they let a
+    reader answer some questions without reading the rows: the number of distinct users of
+    a day that has a single file, and counts per event type (additive across files).
+    """
+
+    rows: int
+    users: int
+    event_types: dict[str, int]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"rows": self.rows, "users": self.users, "event_types": self.event_types}
+        )
+
+    @classmethod
+    def of(cls, table: pa.Table) -> FileStats:
+        counts = pc.value_counts(table.column("event_type")).to_pylist()
+        return cls(
+            rows=table.num_rows,
+            users=int(pc.count_distinct(table.column("user_id")).as_py()),
+            event_types={c["values"]: int(c["counts"]) for c in counts},
+        )
+
+
+@lru_cache(maxsize=65536)
+def read_stats(path: str) -> FileStats | None:
+    """The statistics in a lake file's footer (files are immutable, so this is cached)."""
+    metadata = pq.read_metadata(path).metadata or {}
+    raw = metadata.get(STATS_KEY)
+    if raw is None:
+        return None
+    doc = orjson.loads(raw)
+    return FileStats(
+        int(doc["rows"]), int(doc["users"]), {str(k): int(v) for k, v in doc["event_types"].items()}
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LakeFile:
     """A published file: its path relative to the lake root, its day and size."""
@@ -120,6 +168,10 @@ class Lake:
         name = f"part-{uuid7()}.parquet"
         temp = directory / f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
         table = table.cast(LAKE_SCHEMA).sort_by(SORT_KEYS)
+        stats = FileStats.of(table)
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), STATS_KEY: stats.encode()}
+        )
         try:
             with temp.open("wb") as sink:
                 pq.write_table(

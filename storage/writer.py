@@ -56,6 +56,10 @@ WITH claimed AS (
     INSERT INTO daily_users (day, user_id)
     SELECT DISTINCT day, user_id FROM stored ORDER BY day, user_id
     ON CONFLICT DO NOTHING
+    RETURNING day
+), active_counted AS (
+    INSERT INTO daily_user_counts (day, users)
+    SELECT day, count(*) FROM active GROUP BY day
 ), counted AS (
     INSERT INTO daily_event_counts (day, event_type, events)
     SELECT day, event_type, count(*) FROM stored GROUP BY day, event_type
@@ -126,13 +130,19 @@ class WriteResult:
         return sum(b.duplicates for b in self.batches)
 
 
-async def init_writer_connection(conn: asyncpg.Connection) -> None:
-    """Session set-up for a writer connection (pool ``init``)."""
-    # temp_buffers must be set before the session first touches a temp table.
-    await conn.execute("SET temp_buffers = '64MB'")
+# Sent in the start-up packet, so they are also what the pool's RESET ALL returns to.
+WRITER_SETTINGS = {
+    **SERVER_SETTINGS,
+    # Room for the staging table in memory (must be set before the first temp table use).
+    "temp_buffers": "64MB",
     # JIT compilation of a large INSERT ... SELECT costs tens of milliseconds and buys
     # nothing for a plan that is a hash join and an insert.
-    await conn.execute("SET jit = off")
+    "jit": "off",
+}
+
+
+async def init_writer_connection(conn: asyncpg.Connection) -> None:
+    """Session set-up for a writer connection (pool ``init``): the staging table."""
     await conn.execute(STAGING_DDL)
 
 
@@ -143,7 +153,7 @@ async def create_writer_pool(url: str, *, size: int) -> asyncpg.Pool:
         min_size=0,
         max_size=size,
         init=init_writer_connection,
-        server_settings=SERVER_SETTINGS,
+        server_settings=WRITER_SETTINGS,
         # No cached plans: the staging table's size changes from batch to batch and a
         # generic plan made for a small batch would be kept for a large one.
         statement_cache_size=0,

@@ -64,7 +64,8 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the run's database, emptied before the test."""
     conn = await asyncpg.connect(database_url)
     await conn.execute(
-        "TRUNCATE events, event_ids, ingest_batches, daily_users, daily_event_counts, lake_files"
+        "TRUNCATE events, event_ids, ingest_batches, daily_users, daily_user_counts, "
+        "daily_event_counts, lake_files"
     )
     yield conn
     await conn.close()

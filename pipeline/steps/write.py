@@ -76,9 +76,10 @@ class WriteStep:
                 raise ex  # a bug: crash the worker, the broker redelivers what was unacked
 
     async def wait_for_room(self, timeout: float | None) -> None:
-        """Return once a write finished (or after ``timeout``)."""
-        if len(self._tasks) >= self._concurrency:
-            await asyncio.wait(self._tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        """Return once a write finished (or after ``timeout``); at once if there is room."""
+        running = {t for t in self._tasks if not t.done()}
+        if len(running) >= self._concurrency:
+            await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     async def join(self, timeout: float | None = None) -> None:
         if self._tasks:

@@ -9,6 +9,14 @@ CREATE TABLE daily_users (
     PRIMARY KEY (day, user_id)
 );
 
+-- How many rows each micro-batch added to daily_users, per day: summed when read, this is
+-- the number of active users of a hot day without counting daily_users itself.
+CREATE TABLE daily_user_counts (
+    day   date   NOT NULL,
+    users bigint NOT NULL
+);
+CREATE INDEX daily_user_counts_day_idx ON daily_user_counts (day);
+
 -- Event counts per UTC day and type: one row per (micro-batch, day, type), summed when read.
 -- Insert-only, so concurrent writers never wait on each other's counter rows.
 CREATE TABLE daily_event_counts (
@@ -34,5 +42,7 @@ CREATE INDEX lake_files_day_idx ON lake_files (day);
 -- Rollups for the rows already stored before this migration.
 INSERT INTO daily_users (day, user_id)
 SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, user_id FROM events;
+INSERT INTO daily_user_counts (day, users)
+SELECT day, count(*) FROM daily_users GROUP BY day;
 INSERT INTO daily_event_counts (day, event_type, events)
 SELECT (occurred_at AT TIME ZONE 'UTC')::date, event_type, count(*) FROM events GROUP BY 1, 2;

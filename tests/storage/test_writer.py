@@ -251,3 +251,15 @@ async def test_a_killed_connection_is_transient_and_the_retry_stores_once(
     result = await writer.write(staged)
     assert result.inserted == 2000
     assert await db.fetchval("SELECT count(*) FROM events") == 2000
+
+
+async def test_writer_session_settings_survive_the_pool_reset(database_url: str) -> None:
+    pool = await create_writer_pool(database_url, size=1)
+    try:
+        for _ in range(2):  # the second acquire follows a release, i.e. RESET ALL
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SHOW jit") == "off"
+                assert await conn.fetchval("SHOW temp_buffers") == "64MB"
+                assert await conn.fetchval("SELECT to_regclass('events_staging') IS NOT NULL")
+    finally:
+        await pool.close()

@@ -1,0 +1,234 @@
+"""Analytics latency over a realistic store: 10M events, 60 days, 53 cold + 7 hot.
+
+    python -m bench.queries [--events 10000000] [--users 100000] [--calls 20]
+
+Loads a scratch database (``events_bench_queries``) and lake through the real write path
+(stage + binary COPY + ledger + rollups, 2 connections) and the real compactor, then calls
+each endpoint through the ASGI app and reports median and p95 latency. Events are spread
+uniformly over the last 60 UTC days; today's and the 6 days before stay hot (>= 1M rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from falcon import testing
+
+from core.config import load_settings
+from core.ids import uuid7
+from ingest.app import create_app
+from pipeline.frame import stage
+from pipeline.message import EVENT_SCHEMA, BatchMeta, DecodedBatch
+from storage.compactor import Compactor
+from storage.db import drop_database
+from storage.lake import Lake
+from storage.migrate import migrate
+from storage.writer import EventWriter, create_writer_pool
+
+EVENT_TYPES = np.array(["app_open", "view_item", "add_to_cart", "purchase", "login", "logout"])
+COUNTRIES = np.array(["UA", "PL", "DE", "SE", "NL", "RO", "KZ", "US"])
+
+
+def generate(n: int, users: int, days: int, today: date, seed: int) -> pa.Table:
+    """``n`` events (``EVENT_SCHEMA``) over the ``days`` days up to ``today``.
+
+    Each user signs up at a uniformly random moment and is then as active as every other
+    signed-up user: every day brings a cohort of new users, and traffic grows linearly as
+    they accumulate (an event's moment is drawn with density proportional to the users
+    signed up by then; its user uniformly among them).
+    """
+    rng = np.random.default_rng(seed)
+    span_us = days * 86_400_000_000
+    signup_us = np.sort(rng.integers(0, span_us, users))
+    offset = (np.sqrt(rng.random(n)) * span_us).astype(np.int64)
+    offset = np.maximum(offset, signup_us[0])
+    signed_up = np.searchsorted(signup_us, offset, side="right")
+    user = (rng.random(n) * signed_up).astype(np.int64)
+    start = np.datetime64(today - timedelta(days=days - 1), "us")
+    frame = pl.DataFrame(
+        {
+            "occurred_at": start + offset.astype("timedelta64[us]"),
+            "user_id": user + 1,
+            "event_type": EVENT_TYPES[rng.integers(0, len(EVENT_TYPES), n)],
+            "country": COUNTRIES[rng.integers(0, len(COUNTRIES), n)],
+        }
+    ).with_columns(
+        pl.col("occurred_at").dt.replace_time_zone("UTC"),
+        pl.col("user_id").cast(pl.String),
+        properties=pl.format('{{"country":"{}"}}', pl.col("country")),
+    )
+    ids = np.frombuffer(os.urandom(16 * n), dtype="S16")
+    return pa.table(
+        {
+            "event_id": pa.array(ids, pa.binary(16)),
+            "occurred_at": frame["occurred_at"].to_arrow(),
+            "user_id": frame["user_id"].to_arrow().cast(pa.string()),
+            "event_type": frame["event_type"].to_arrow().cast(pa.string()),
+            "properties": frame["properties"].to_arrow().cast(pa.string()),
+        }
+    ).cast(EVENT_SCHEMA)
+
+
+async def load(url: str, table: pa.Table, today: date, days: int, per_commit: int) -> float:
+    pool = await create_writer_pool(url, size=2)
+    # At load time every day is "hot", so each gets its partition, as a month of live traffic
+    # would have; the compactor then moves the older days out.
+    writer = EventWriter(pool, notify_channel="bench", hot_days=days, today=lambda: today)
+    gate = asyncio.Semaphore(2)
+    now = datetime.now(UTC)
+
+    async def one(offset: int) -> None:
+        chunk = table.slice(offset, per_commit)
+        staged = await asyncio.to_thread(
+            stage, [DecodedBatch(chunk, BatchMeta(uuid7(), now, "key_bench", "arrow"))]
+        )
+        async with gate:
+            await writer.write(staged)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(0, table.num_rows, per_commit)))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return elapsed
+
+
+def _check(result: Any) -> None:
+    if result.status_code != 200:
+        raise RuntimeError(f"{result.status_code}: {result.text}")
+
+
+async def timed(
+    conductor: testing.ASGIConductor, path: str, params: dict[str, Any], calls: int
+) -> dict[str, Any]:
+    for _ in range(2):  # warm-up
+        result = await conductor.simulate_get(path, params=params)
+        _check(result)
+    samples = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        result = await conductor.simulate_get(path, params=params)
+        samples.append((time.perf_counter() - t) * 1000)
+        _check(result)
+    samples.sort()
+    return {
+        "median_ms": round(statistics.median(samples), 1),
+        "p95_ms": round(samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))], 1),
+    }
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    today = datetime.now(UTC).date()
+    lake_dir = Path(args.lake_dir)
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    await drop_database(args.database_url)
+    await migrate(args.database_url)
+    table = generate(args.events, args.users, args.days, today, args.seed)
+    load_s = await load(args.database_url, table, today, args.days, args.per_commit)
+    started = time.perf_counter()
+    report = await Compactor(
+        args.database_url, Lake(lake_dir), hot_days=args.hot_days, today=lambda: today
+    ).run_once()
+    compact_s = time.perf_counter() - started
+    results: list[dict[str, Any]] = [
+        {
+            "step": "load",
+            "events": args.events,
+            "seconds": round(load_s, 1),
+            "events_per_s": round(args.events / load_s),
+        },
+        {
+            "step": "compact",
+            "days": len(report.days),
+            "events": report.rows,
+            "seconds": round(compact_s, 1),
+            "events_per_s": round(report.rows / compact_s) if compact_s else None,
+            "hot_events": args.events - report.rows,
+        },
+    ]
+    settings = load_settings(
+        {
+            "DATABASE_URL": args.database_url,
+            "EVENTS_LAKE_DIR": str(lake_dir),
+            "EVENTS_ALLOW_NO_AUTH": "true",
+            "EVENTS_LOG_LEVEL": "WARNING",
+        }
+    )
+    first30 = (today - timedelta(days=29)).isoformat()
+    cases = [
+        ("dau_30d", "/stats/dau", {"from": first30, "to": today.isoformat()}),
+        ("top_events_30d", "/stats/top-events", {"from": first30, "to": today.isoformat()}),
+        (
+            "retention_4w",
+            "/stats/retention",
+            {
+                "start_date": (today - timedelta(days=34)).isoformat(),
+                "windows": "4",
+                "granularity": "week",
+            },
+        ),
+        (
+            "dau_30d_event_type",
+            "/stats/dau",
+            {"from": first30, "to": today.isoformat(), "segment": "event_type:purchase"},
+        ),
+        (
+            "dau_30d_property",
+            "/stats/dau",
+            {"from": first30, "to": today.isoformat(), "segment": "properties.country:UA"},
+        ),
+        (
+            "retention_4w_property",
+            "/stats/retention",
+            {
+                "start_date": (today - timedelta(days=34)).isoformat(),
+                "windows": "4",
+                "granularity": "week",
+                "segment": "properties.country:UA",
+            },
+        ),
+    ]
+    async with testing.ASGIConductor(create_app(settings)) as conductor:
+        for name, path, params in cases:
+            results.append({"step": name, **await timed(conductor, path, params, args.calls)})
+    for line in results:
+        line["cpus"] = os.cpu_count()
+    if not args.keep:
+        await drop_database(args.database_url)
+        shutil.rmtree(lake_dir, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--database-url", default="postgresql://postgres@127.0.0.1:5432/events_bench_queries"
+    )
+    p.add_argument("--lake-dir", default="./bench-lake")
+    p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--hot-days", type=int, default=7)
+    p.add_argument("--per-commit", type=int, default=20_000)
+    p.add_argument("--calls", type=int, default=20)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep", action="store_true", help="keep the database and lake afterwards")
+    for line in asyncio.run(run(p.parse_args())):
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
