@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -31,6 +32,7 @@ from core.ids import uuid7
 from ingest.app import create_app
 from pipeline.frame import stage
 from pipeline.message import EVENT_SCHEMA, BatchMeta, DecodedBatch
+from pipeline.topology import Topology, delete_queues
 from storage.compactor import Compactor
 from storage.db import drop_database
 from storage.lake import Lake
@@ -163,6 +165,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "EVENTS_LAKE_DIR": str(lake_dir),
             "EVENTS_ALLOW_NO_AUTH": "true",
             "EVENTS_LOG_LEVEL": "WARNING",
+            "EVENTS_QUEUE_PREFIX": "bench_queries",
         }
     )
     first30 = (today - timedelta(days=29)).isoformat()
@@ -207,6 +210,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not args.keep:
         await drop_database(args.database_url)
         shutil.rmtree(lake_dir, ignore_errors=True)
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    await delete_queues(connection, Topology.from_settings(settings))
+    await connection.close()
     return results
 
 
