@@ -257,6 +257,17 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# import: same as the import_events command
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from importer.cli import run
+
+    asyncio.run(_migrate(settings, retry_for=0))
+    return run(args)
+
+
+# ---------------------------------------------------------------------------------------
 # config
 
 
@@ -325,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help='e.g. "SELECT event_type, count(*) FROM events GROUP BY 1"')
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("import", help="bulk-import history (same as import_events)")
+    from importer.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("config", help="print the effective configuration (secrets hidden)")
     p.add_argument("--markdown", action="store_true", help="print the README's settings table")

@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 from core.config import Settings
 from pipeline.message import EVENT_SCHEMA
 
+# Where each row came from (NDJSON / CSV line numbers), as a list or a NumPy array.
+Lines = Sequence[int] | np.ndarray
+
 FIELDS = ("event_id", "occurred_at", "user_id", "event_type", "properties", "properties_json")
 
 # A UUID as 32 hex digits, hyphens optional between the usual groups (PostgreSQL's own
@@ -335,7 +338,7 @@ def finish(
 class Describer:
     """Turns a refused row back into what the client sent (only called for refused rows)."""
 
-    def __init__(self, event_ids: Sequence[Any] | pa.Array, lines: Sequence[int] | None) -> None:
+    def __init__(self, event_ids: Sequence[Any] | pa.Array, lines: Lines | None) -> None:
         self._event_ids = event_ids
         self._lines = lines
 
@@ -350,7 +353,7 @@ class Describer:
         return None
 
     def line(self, i: int) -> int | None:
-        return None if self._lines is None else self._lines[i]
+        return None if self._lines is None else int(self._lines[i])
 
 
 def _uuid_text(value: bytes) -> str:
@@ -444,12 +447,54 @@ def json_object_text(text: bytes, i: int, name: str, refusals: Refusals) -> byte
     return orjson.dumps(value)
 
 
+# A number whose exponent has four digits or more: PostgreSQL's numeric refuses exponents
+# beyond -16383 / +131071 while orjson reads such numbers (as 0.0). Texts that contain one
+# are re-encoded; all others are stored as sent.
+_BIG_EXPONENT_RE = r"[eE][+-]?[0-9]{4,}"
+
+
+def json_object_column(raw: pa.Array, name: str, refusals: Refusals) -> pa.Array:
+    """A column of JSON texts that must each hold an object (null or blank means ``{}``).
+
+    PERF: each text is parsed once to check it (the JSON decode of the Arrow and CSV
+    paths) but kept as sent, without re-encoding every row: building a new bytes object per
+    row costs several times the parse itself.
+    """
+    texts = raw.cast(pa.binary()).to_pylist()
+    risky = set(np.flatnonzero(_np_mask(pc.match_substring_regex(raw, _BIG_EXPONENT_RE))))
+    replaced: dict[int, bytes] = {}
+    loads = orjson.loads
+    for i, text in enumerate(texts):
+        if text is None or not text.strip():
+            replaced[i] = EMPTY_OBJECT
+            continue
+        try:
+            value = loads(text)
+        except orjson.JSONDecodeError as ex:
+            refusals.mark_row(i, name, "invalid_json", f"{name} is not valid JSON: {ex}")
+            replaced[i] = EMPTY_OBJECT
+            continue
+        if type(value) is not dict:
+            refusals.mark_row(i, name, "invalid_type", f"{name} must hold a JSON object")
+            replaced[i] = EMPTY_OBJECT
+        elif i in risky:
+            replaced[i] = orjson.dumps(value)
+    column = raw.cast(pa.string())
+    if not replaced:
+        return column
+    mask = np.zeros(len(texts), dtype=bool)
+    order = sorted(replaced)
+    mask[order] = True
+    values = pa.array([replaced[i] for i in order], pa.binary()).cast(pa.string())
+    return pc.replace_with_mask(column, pa.array(mask), values)
+
+
 def validate_records(
     items: list[Any],
     limits: Limits,
     now: datetime,
     *,
-    lines: Sequence[int] | None = None,
+    lines: Lines | None = None,
     pre_refused: dict[int, tuple[str, str]] | None = None,
 ) -> ValidatedBatch:
     """Validate decoded JSON values (one per event).

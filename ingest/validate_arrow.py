@@ -26,12 +26,13 @@ from ingest.validate import (
     EMPTY_OBJECT,
     Describer,
     Limits,
+    Lines,
     Refusals,
     SchemaError,
     TooLarge,
     ValidatedBatch,
     finish,
-    json_object_text,
+    json_object_column,
     text_column,
     timestamp_column,
     uuid_column,
@@ -132,17 +133,20 @@ def _properties(table: pa.Table, refusals: Refusals, max_bytes: int) -> pa.Array
         return _struct_properties(raw)
     if not pa.types.is_string(raw.type):
         raise SchemaError(f"{name} must be JSON text or a struct, not {raw.type}")
-    # JSON text written by the client: the JSON decode of the Arrow path, one per row.
-    texts: list[bytes | None] = []
-    for i, value in enumerate(raw.cast(pa.binary()).to_pylist()):
-        texts.append(EMPTY_OBJECT if value is None else json_object_text(value, i, name, refusals))
-    return pa.array(texts, type=pa.binary()).cast(pa.string())
+    # JSON text written by the client: parsed once per row to check it (the JSON decode of
+    # the Arrow path).
+    return json_object_column(raw, name, refusals)
 
 
 def validate_arrow(
-    table: pa.Table, limits: Limits, now: datetime, *, max_bytes: int
+    table: pa.Table,
+    limits: Limits,
+    now: datetime,
+    *,
+    max_bytes: int,
+    lines: Lines | None = None,
 ) -> ValidatedBatch:
-    """Validate an Arrow table sent by a client."""
+    """Validate an Arrow table sent by a client (``lines``: where each row came from)."""
     names = table.column_names
     if len(set(names)) != len(names):
         raise SchemaError("column names must be unique")
@@ -182,4 +186,4 @@ def validate_arrow(
         "event_type": text_column(event_type, "event_type", limits.max_event_type_length, refusals),
         "properties": _properties(table, refusals, max_bytes),
     }
-    return finish(n, refusals, columns, limits, Describer(event_id, None))
+    return finish(n, refusals, columns, limits, Describer(event_id, lines))

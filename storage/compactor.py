@@ -144,6 +144,8 @@ class Compactor:
                     continue
                 try:
                     report.orphans_removed += await remove_orphans(conn, self._lake, day)
+                    if not await self._still_hot(conn, day):
+                        continue  # another compactor moved it since the list was made
                     files = await self._compact_day(conn, day)
                 except (
                     OSError,
@@ -172,6 +174,20 @@ class Compactor:
         finally:
             await conn.close()
         return report
+
+    @staticmethod
+    async def _still_hot(conn: asyncpg.Connection, day: date) -> bool:
+        """Whether the day still has a partition or rows in the default partition."""
+        lo, hi = day_bounds(day)
+        return bool(
+            await conn.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL OR EXISTS (SELECT 1 FROM events_default "
+                "WHERE occurred_at >= $2 AND occurred_at < $3)",
+                f"events_p{day:%Y%m%d}",
+                lo,
+                hi,
+            )
+        )
 
     async def _compact_day(self, conn: asyncpg.Connection, day: date) -> list[LakeFile]:
         for attempt in range(10):

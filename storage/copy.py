@@ -11,6 +11,7 @@ staging table can use the final column types.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -43,31 +44,48 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
 """
 
 
-@lru_cache(maxsize=16)
-def _encoder_builders(schema: pa.Schema) -> dict[str, Any]:
+@lru_cache(maxsize=32)
+def _encoder_builders(schema: pa.Schema, jsonb: tuple[str, ...]) -> dict[str, Any]:
     builders: dict[str, Any] = {
         f.name: pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(f) for f in schema
     }
-    props = schema.field("properties")
-    builder_cls = (
-        pgpq_encoders.LargeStringEncoderBuilder
-        if pa.types.is_large_string(props.type)
-        else pgpq_encoders.StringViewEncoderBuilder
-        if pa.types.is_string_view(props.type)
-        else pgpq_encoders.StringEncoderBuilder
-    )
-    builders["properties"] = builder_cls.new_with_output(props, pgpq_schema.Jsonb())
+    for name in jsonb:
+        field = schema.field(name)
+        builder_cls = (
+            pgpq_encoders.LargeStringEncoderBuilder
+            if pa.types.is_large_string(field.type)
+            else pgpq_encoders.StringViewEncoderBuilder
+            if pa.types.is_string_view(field.type)
+            else pgpq_encoders.StringEncoderBuilder
+        )
+        builders[name] = builder_cls.new_with_output(field, pgpq_schema.Jsonb())
     return builders
 
 
-def encode_copy(table: pa.Table) -> bytes:
-    """The whole table as one COPY BINARY payload (header, rows, trailer)."""
-    if tuple(table.column_names) != STAGING_COLUMNS:
-        raise ValueError(f"columns must be {STAGING_COLUMNS}, got {table.column_names}")
+def encode_binary(table: pa.Table, *, jsonb: Sequence[str] = ()) -> bytes:
+    """The whole table as one COPY BINARY payload (header, rows, trailer), column-wise.
+
+    ``jsonb`` names text columns to send as jsonb. A 16-byte binary column can be copied
+    into a ``uuid`` column (same wire form).
+    """
     encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(
-        table.schema, _encoder_builders(table.schema)
+        table.schema, _encoder_builders(table.schema, tuple(jsonb))
     )
     parts = [encoder.write_header()]
     parts.extend(encoder.write_batch(batch) for batch in table.to_batches())
     parts.append(encoder.finish())
     return b"".join(parts)
+
+
+def encode_copy(table: pa.Table) -> bytes:
+    """A micro-batch with ``STAGING_COLUMNS`` as a COPY BINARY payload for the staging table."""
+    if tuple(table.column_names) != STAGING_COLUMNS:
+        raise ValueError(f"columns must be {STAGING_COLUMNS}, got {table.column_names}")
+    return encode_binary(table, jsonb=("properties",))
+
+
+async def copy_source(payload: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
+    """A COPY payload as the async iterable asyncpg's ``copy_to_table`` reads."""
+    view = memoryview(payload)
+    for start in range(0, len(view), size):
+        yield view[start : start + size]

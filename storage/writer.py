@@ -19,13 +19,12 @@ One transaction per micro-batch:
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
 import asyncpg
 
-from storage.copy import STAGING_COLUMNS, STAGING_DDL, STAGING_TABLE
+from storage.copy import STAGING_COLUMNS, STAGING_DDL, STAGING_TABLE, copy_source
 from storage.days import Today, first_hot_day, utc_today
 from storage.db import SERVER_SETTINGS
 from storage.errors import classify
@@ -205,7 +204,7 @@ class EventWriter:
             if rows.rows:
                 await conn.copy_to_table(
                     STAGING_TABLE,
-                    source=_chunks(rows.payload),
+                    source=copy_source(rows.payload),
                     columns=list(STAGING_COLUMNS),
                     format="binary",
                 )
@@ -224,9 +223,3 @@ class EventWriter:
                 self._notify_channel,
             )
         return WriteResult(outcomes)
-
-
-async def _chunks(payload: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
-    view = memoryview(payload)
-    for start in range(0, len(view), size):
-        yield view[start : start + size]

@@ -65,7 +65,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     await conn.execute(
         "TRUNCATE events, event_ids, ingest_batches, daily_users, daily_user_counts, "
-        "daily_event_counts, lake_files"
+        "daily_event_counts, lake_files, import_chunks"
     )
     yield conn
     await conn.close()
