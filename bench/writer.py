@@ -70,7 +70,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
         if args.without_gin:
             await conn.execute("DROP INDEX events_properties_idx")
         # Create the days' partitions first: measured is the steady state, not DDL.
-        days = sorted({d for s in staged for d in s.days})
+        days = sorted({d for s in staged for d in s.rows.days})
         await conn.fetchval("SELECT events_ensure_partitions($1::date[])", days)
         await conn.close()
         elapsed = await write_all(args.database_url, staged, connections)

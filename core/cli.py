@@ -268,6 +268,16 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# bench
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.harness import run
+
+    return run(args)
+
+
+# ---------------------------------------------------------------------------------------
 # config
 
 
@@ -342,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("bench", help="load the service and report events/s (see bench/)")
+    from bench.harness import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("config", help="print the effective configuration (secrets hidden)")
     p.add_argument("--markdown", action="store_true", help="print the README's settings table")

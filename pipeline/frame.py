@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import polars as pl
 
 from pipeline.message import DecodedBatch
-from storage.copy import STAGING_COLUMNS, encode_copy
+from storage.copy import STAGING_COLUMNS
+from storage.rows import RowSet
 from storage.writer import BatchInfo, StagedRows
 
 _UTC_MICROS = pl.Datetime("us", "UTC")
@@ -34,15 +35,13 @@ def to_frame(batches: Sequence[DecodedBatch]) -> pl.DataFrame:
 
 
 def stage(batches: Sequence[DecodedBatch]) -> StagedRows:
-    """Build the COPY payload and the bookkeeping the writer needs."""
-    df = to_frame(batches)
-    days = df.select(pl.col("occurred_at").dt.date().unique().sort())["occurred_at"].to_list()
-    table = df.select(STAGING_COLUMNS).to_arrow(compat_level=pl.CompatLevel.oldest())
+    """One frame for the micro-batch, with everything the writer needs computed ahead."""
+    rows = RowSet(
+        to_frame(batches).select(STAGING_COLUMNS).to_arrow(compat_level=pl.CompatLevel.oldest())
+    )
     return StagedRows(
-        payload=encode_copy(table),
-        rows=df.height,
+        rows=rows.prepare(),
         batches=tuple(
             BatchInfo(b.meta.batch_id, b.meta.key_id, b.meta.received_at, b.rows) for b in batches
         ),
-        days=tuple(days),
     )

@@ -3,11 +3,10 @@
 Per chunk, in one transaction (the lake days it touches are locked first, as the compactor
 does, so neither removes the other's files):
 
-1. COPY the chunk's ``(pos, event_id)`` into the temp table ``import_ids`` and claim the ids
-   in the ``event_ids`` ledger (sorted, ``ON CONFLICT DO NOTHING``); the positions whose id
-   was already stored come back as one array: those rows are duplicates.
-2. New rows of hot days: COPY into ``events_staging`` and insert into ``events`` with the
-   rollups (the worker's statement, minus the claim already made).
+1. Claim the chunk's ids in the ``event_ids`` ledger (``storage/ledger.py``); the positions
+   whose id was already stored come back as one array: those rows are duplicates.
+2. New rows of hot days: COPY into ``events`` with their rollups (``storage/hot_rows.py``,
+   as the worker does).
 3. New rows of cold days: written straight to the lake (one file per day: temporary name,
    fsync, rename), recorded in ``lake_files``.
 4. The chunk is recorded in ``import_chunks`` (what ``--resume`` reads). Commit.
@@ -29,70 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.compactor import LAKE_DAY_LOCK, record_files, remove_orphans
-from storage.copy import (
-    STAGING_COLUMNS,
-    STAGING_DDL,
-    STAGING_TABLE,
-    copy_source,
-    encode_binary,
-    encode_copy,
-)
 from storage.days import Today, first_hot_day, utc_today
+from storage.hot_rows import store_rows
 from storage.lake import LAKE_SCHEMA, Lake, LakeFile
+from storage.ledger import claim
+from storage.rows import CLAIM_IDS_DDL, ROLLUP_USERS_DDL, RowSet
 from storage.writer import WRITER_SETTINGS
 
 _WRITERS = 4  # lake files written at once by one import
-
-_IDS_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS import_ids (
-    pos      integer NOT NULL,
-    event_id uuid    NOT NULL
-) ON COMMIT DELETE ROWS
-"""
-
-# PERF: claiming with a plain INSERT after looking the ids up is about 40 % faster than
-# ON CONFLICT DO NOTHING (no speculative insertion). Should a concurrent writer store one
-# of the ids in between, the INSERT fails with a unique violation and the chunk is claimed
-# again with _CLAIM, inside a savepoint.
-_KNOWN = """
-SELECT coalesce(array_agg(i.pos), '{}'::integer[])
-FROM import_ids i WHERE EXISTS (SELECT 1 FROM event_ids e WHERE e.event_id = i.event_id)
-"""
-_CLAIM_UNKNOWN = """
-INSERT INTO event_ids (event_id)
-SELECT event_id FROM import_ids WHERE pos <> ALL($1::integer[]) ORDER BY event_id
-"""
-_CLAIM = """
-WITH claimed AS (
-    INSERT INTO event_ids (event_id)
-    SELECT event_id FROM import_ids ORDER BY event_id
-    ON CONFLICT DO NOTHING
-    RETURNING event_id
-)
-SELECT coalesce(array_agg(i.pos), '{}'::integer[])
-FROM import_ids i WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = i.event_id)
-"""
-
-# The worker's insert (storage/writer.py) for rows whose ids are already claimed.
-_INSERT_CLAIMED = f"""
-WITH stored AS (
-    INSERT INTO events (event_id, occurred_at, user_id, event_type, properties, received_at,
-                        batch_id)
-    SELECT event_id, occurred_at, user_id, event_type, properties, received_at, batch_id
-    FROM {STAGING_TABLE}
-    RETURNING (occurred_at AT TIME ZONE 'UTC')::date AS day, user_id, event_type
-), active AS (
-    INSERT INTO daily_users (day, user_id)
-    SELECT DISTINCT day, user_id FROM stored ORDER BY day, user_id
-    ON CONFLICT DO NOTHING
-    RETURNING day
-), active_counted AS (
-    INSERT INTO daily_user_counts (day, users)
-    SELECT day, count(*) FROM active GROUP BY day
-)
-INSERT INTO daily_event_counts (day, event_type, events)
-SELECT day, event_type, count(*) FROM stored GROUP BY day, event_type
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +80,8 @@ class BulkStore:
             server_settings={**WRITER_SETTINGS, "work_mem": "64MB"},
             statement_cache_size=0,
         )
-        await self._conn.execute(STAGING_DDL)
-        await self._conn.execute(_IDS_DDL)
+        await self._conn.execute(CLAIM_IDS_DDL)
+        await self._conn.execute(ROLLUP_USERS_DDL)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -202,39 +145,26 @@ class BulkStore:
         days: pa.Array,
         first_hot: date,
     ) -> StoredChunk:
-        positions = pa.array(range(table.num_rows), pa.int32())
-        ids = pa.table({"pos": positions, "event_id": table.column("event_id")})
-        await conn.copy_to_table(
-            "import_ids",
-            source=copy_source(encode_binary(ids)),
-            columns=["pos", "event_id"],
-            format="binary",
-        )
+        rows = RowSet(table)
         cold_mask = pc.less(days, pa.scalar(first_hot, pa.date32()))
         # PERF: write the cold rows' files while PostgreSQL claims the ids (they are usually
         # all new); if some turn out to be duplicates, those files are written again.
         cold_all = table.filter(cold_mask)
         speculative = asyncio.create_task(asyncio.to_thread(self._write_cold, cold_all))
         try:
-            duplicates = await _claim(conn)
+            duplicates = await claim(conn, rows.ids_payload)
         finally:
             files = await speculative
-        keep = pc.invert(pc.is_in(positions, pa.array(duplicates, pa.int32())))
-        fresh = table.filter(keep)
-        cold = fresh.filter(cold_mask.filter(keep))
+        fresh = rows.without(duplicates)
+        fresh_days = _days(fresh.table)
+        cold_fresh = pc.less(fresh_days, pa.scalar(first_hot, pa.date32()))
+        cold = fresh.table.filter(cold_fresh)
         if cold.num_rows != cold_all.num_rows:
             for f in files:
                 self._lake.remove(self._lake.absolute(f.path))
             files = await asyncio.to_thread(self._write_cold, cold)
-        hot = fresh.filter(pc.invert(cold_mask.filter(keep)))
-        if hot.num_rows:
-            await conn.copy_to_table(
-                STAGING_TABLE,
-                source=copy_source(encode_copy(hot)),
-                columns=list(STAGING_COLUMNS),
-                format="binary",
-            )
-            await conn.execute(_INSERT_CLAIMED)
+        hot = RowSet(fresh.table.filter(pc.invert(cold_fresh)))
+        await store_rows(conn, hot)
         if files:
             await record_files(conn, files)
         await conn.execute(
@@ -245,11 +175,11 @@ class BulkStore:
             record.resume_at,
             record.records,
             record.next_line,
-            fresh.num_rows,
+            fresh.rows,
             len(duplicates),
             record.rejected,
         )
-        return StoredChunk(fresh.num_rows, len(duplicates), tuple(files))
+        return StoredChunk(fresh.rows, len(duplicates), tuple(files))
 
     def _write_cold(self, cold: pa.Table) -> list[LakeFile]:
         """One file per day; days written in parallel (most of the time is fsync latency)."""
@@ -264,18 +194,6 @@ class BulkStore:
                     parts.items(),
                 )
             )
-
-
-async def _claim(conn: asyncpg.Connection) -> list[int]:
-    """Claim the ids in ``import_ids``; the positions of those already stored."""
-    try:
-        async with conn.transaction():  # a savepoint
-            known: list[int] = await conn.fetchval(_KNOWN)
-            await conn.execute(_CLAIM_UNKNOWN, known)
-            return known
-    except asyncpg.UniqueViolationError:
-        claimed: list[int] = await conn.fetchval(_CLAIM)
-        return claimed
 
 
 def to_lake_rows(frame: pl.DataFrame) -> pa.Table:

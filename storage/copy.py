@@ -5,8 +5,8 @@ Arrow back into Python tuples for asyncpg's ``copy_records_to_table`` runs at ab
 380,000 rows/s on our 2-core machine, as slow as PostgreSQL's COPY itself.
 
 Two details of the binary format make this simple: a 16-byte ``bytea`` value has the same
-wire form as a ``uuid``, and pgpq can emit ``jsonb`` (version byte + text) directly, so the
-staging table can use the final column types.
+wire form as a ``uuid``, and pgpq can emit ``jsonb`` (version byte + text) directly, so rows
+can be copied straight into ``events``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import pyarrow as pa
 from pgpq import encoders as pgpq_encoders
 from pgpq import schema as pgpq_schema
 
-# Column order of the staging table and of the Arrow table handed to ``encode_copy``.
-STAGING_TABLE = "events_staging"
+# Column order of the rows a writer COPYs into ``events`` (``storage/rows.py``).
 STAGING_COLUMNS = (
     "event_id",
     "occurred_at",
@@ -31,17 +30,6 @@ STAGING_COLUMNS = (
     "received_at",
     "batch_id",
 )
-STAGING_DDL = f"""
-CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
-    event_id    uuid        NOT NULL,
-    occurred_at timestamptz NOT NULL,
-    user_id     text        NOT NULL,
-    event_type  text        NOT NULL,
-    properties  jsonb       NOT NULL,
-    received_at timestamptz NOT NULL,
-    batch_id    uuid        NOT NULL
-) ON COMMIT DELETE ROWS
-"""
 
 
 @lru_cache(maxsize=32)
@@ -75,13 +63,6 @@ def encode_binary(table: pa.Table, *, jsonb: Sequence[str] = ()) -> bytes:
     parts.extend(encoder.write_batch(batch) for batch in table.to_batches())
     parts.append(encoder.finish())
     return b"".join(parts)
-
-
-def encode_copy(table: pa.Table) -> bytes:
-    """A micro-batch with ``STAGING_COLUMNS`` as a COPY BINARY payload for the staging table."""
-    if tuple(table.column_names) != STAGING_COLUMNS:
-        raise ValueError(f"columns must be {STAGING_COLUMNS}, got {table.column_names}")
-    return encode_binary(table, jsonb=("properties",))
 
 
 async def copy_source(payload: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:

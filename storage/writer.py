@@ -1,33 +1,34 @@
-"""The exactly-once write: COPY a micro-batch into a staging table, keep only event_ids
-never seen before, insert those, record the batches, commit.
+"""The exactly-once write of a micro-batch: claim the event_ids, store the new rows, record
+the batches, commit.
 
 One transaction per micro-batch:
 
 1. ``events_ensure_partitions`` (its own short transaction) creates missing daily
    partitions for the batch's days that are in the hot window (``storage/days.py``).
-2. COPY BINARY into the session's temp table ``events_staging`` (ON COMMIT DELETE ROWS).
-3. ``INSERT INTO event_ids ... ORDER BY event_id ON CONFLICT DO NOTHING RETURNING`` claims
-   the ids. The ledger's primary key makes a concurrent claim of the same id wait for the
-   first transaction and then skip it, so an id is claimed once across all workers; sorting
-   makes every transaction take those waits in the same order, so two workers cannot
-   deadlock on overlapping batches.
-4. The claimed rows go into ``events`` and into the read-side rollups (``daily_users``,
-   ``daily_event_counts``); per-batch counts go into ``ingest_batches`` and a NOTIFY tells
+2. ``storage/ledger.py`` claims the ids in ``event_ids``: the ledger's primary key makes a
+   concurrent claim of the same id wait for the first transaction and then skip it, so an
+   id is claimed once across all workers; claims are made in id order, so two workers
+   cannot deadlock on overlapping batches.
+3. ``storage/hot_rows.py`` COPYs the new rows straight into ``events`` and updates the
+   read-side rollups; per-batch counts go into ``ingest_batches`` and a NOTIFY tells
    waiting API processes. Commit. The caller acks the messages only after this.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
 import asyncpg
 
-from storage.copy import STAGING_COLUMNS, STAGING_DDL, STAGING_TABLE, copy_source
 from storage.days import Today, first_hot_day, utc_today
 from storage.db import SERVER_SETTINGS
 from storage.errors import classify
+from storage.hot_rows import store_rows
+from storage.ledger import claim
+from storage.rows import CLAIM_IDS_DDL, ROLLUP_USERS_DDL, RowSet
 
 # Failures on the client side of a connection (as opposed to errors PostgreSQL reports).
 _CLIENT_ERRORS = (
@@ -36,35 +37,6 @@ _CLIENT_ERRORS = (
     OSError,
     TimeoutError,
 )
-
-_CLAIM_AND_INSERT = f"""
-WITH claimed AS (
-    INSERT INTO event_ids (event_id)
-    SELECT event_id FROM {STAGING_TABLE} ORDER BY event_id
-    ON CONFLICT DO NOTHING
-    RETURNING event_id
-), stored AS (
-    INSERT INTO events (event_id, occurred_at, user_id, event_type, properties, received_at,
-                        batch_id)
-    SELECT s.event_id, s.occurred_at, s.user_id, s.event_type, s.properties, s.received_at,
-           s.batch_id
-    FROM {STAGING_TABLE} s JOIN claimed USING (event_id)
-    RETURNING batch_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, user_id, event_type
-), active AS (
-    -- Sorted like the ledger claims, so concurrent writers wait in one order (no deadlock).
-    INSERT INTO daily_users (day, user_id)
-    SELECT DISTINCT day, user_id FROM stored ORDER BY day, user_id
-    ON CONFLICT DO NOTHING
-    RETURNING day
-), active_counted AS (
-    INSERT INTO daily_user_counts (day, users)
-    SELECT day, count(*) FROM active GROUP BY day
-), counted AS (
-    INSERT INTO daily_event_counts (day, event_type, events)
-    SELECT day, event_type, count(*) FROM stored GROUP BY day, event_type
-)
-SELECT batch_id, count(*)::int AS inserted FROM stored GROUP BY batch_id
-"""
 
 # Record each batch once (a redelivered message keeps its first counts) and announce it on
 # the commit channel: payload "batch_id:inserted:duplicates,..." in chunks under 8000 bytes.
@@ -97,12 +69,10 @@ class BatchInfo:
 
 @dataclass(frozen=True, slots=True)
 class StagedRows:
-    """A micro-batch ready for COPY: unique event_ids, encoded by ``storage.copy``."""
+    """A micro-batch ready to write: unique event_ids, payloads computed in advance."""
 
-    payload: bytes  # COPY BINARY of STAGING_COLUMNS
-    rows: int
+    rows: RowSet
     batches: tuple[BatchInfo, ...]
-    days: tuple[date, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +102,18 @@ class WriteResult:
 # Sent in the start-up packet, so they are also what the pool's RESET ALL returns to.
 WRITER_SETTINGS = {
     **SERVER_SETTINGS,
-    # Room for the staging table in memory (must be set before the first temp table use).
+    # Room for the temp tables in memory (must be set before the first temp table use).
     "temp_buffers": "64MB",
-    # JIT compilation of a large INSERT ... SELECT costs tens of milliseconds and buys
-    # nothing for a plan that is a hash join and an insert.
+    # JIT compilation of a large statement costs tens of milliseconds and buys nothing for
+    # these plans (anti joins and inserts).
     "jit": "off",
 }
 
 
 async def init_writer_connection(conn: asyncpg.Connection) -> None:
-    """Session set-up for a writer connection (pool ``init``): the staging table."""
-    await conn.execute(STAGING_DDL)
+    """Session set-up for a writer connection (pool ``init``): its temp tables."""
+    await conn.execute(CLAIM_IDS_DDL)
+    await conn.execute(ROLLUP_USERS_DDL)
 
 
 async def create_writer_pool(url: str, *, size: int) -> asyncpg.Pool:
@@ -191,33 +162,32 @@ class EventWriter:
         except (asyncpg.PostgresError, *_CLIENT_ERRORS) as ex:
             raise classify(ex) from ex
 
-    async def _write(self, conn: asyncpg.Connection, rows: StagedRows) -> WriteResult:
+    async def _write(self, conn: asyncpg.Connection, staged: StagedRows) -> WriteResult:
         # Partitions only for days of the hot window: cold days go to the default partition
         # (the compactor moves them to the lake), which keeps the number of partitions, and
         # of locks one transaction takes, bounded whatever dates a batch carries.
         first_hot = first_hot_day(self._today(), self._hot_days)
-        hot = [d for d in rows.days if d >= first_hot]
+        hot = [d for d in staged.rows.days if d >= first_hot]
         if hot:
             await conn.fetchval("SELECT events_ensure_partitions($1::date[])", hot)
         async with conn.transaction():
-            counts: dict[uuid.UUID, int] = {}
-            if rows.rows:
-                await conn.copy_to_table(
-                    STAGING_TABLE,
-                    source=copy_source(rows.payload),
-                    columns=list(STAGING_COLUMNS),
-                    format="binary",
-                )
-                counts = {r["batch_id"]: r["inserted"] for r in await conn.fetch(_CLAIM_AND_INSERT)}
+            fresh = staged.rows
+            if fresh.rows:
+                known = await claim(conn, fresh.ids_payload)
+                if known:
+                    fresh = await asyncio.to_thread(lambda: fresh.without(known).prepare())
+                await store_rows(conn, fresh)
+            counts = fresh.per_batch if fresh.rows else {}
             outcomes = tuple(
-                BatchOutcome(b.batch_id, b.events, counts.get(b.batch_id, 0)) for b in rows.batches
+                BatchOutcome(b.batch_id, b.events, counts.get(b.batch_id, 0))
+                for b in staged.batches
             )
             await conn.fetch(
                 _RECORD_BATCHES,
-                [b.batch_id for b in rows.batches],
-                [b.key_id for b in rows.batches],
-                [b.received_at for b in rows.batches],
-                [b.events for b in rows.batches],
+                [b.batch_id for b in staged.batches],
+                [b.key_id for b in staged.batches],
+                [b.received_at for b in staged.batches],
+                [b.events for b in staged.batches],
                 [o.inserted for o in outcomes],
                 [o.duplicates for o in outcomes],
                 self._notify_channel,

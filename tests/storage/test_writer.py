@@ -260,6 +260,6 @@ async def test_writer_session_settings_survive_the_pool_reset(database_url: str)
             async with pool.acquire() as conn:
                 assert await conn.fetchval("SHOW jit") == "off"
                 assert await conn.fetchval("SHOW temp_buffers") == "64MB"
-                assert await conn.fetchval("SELECT to_regclass('events_staging') IS NOT NULL")
+                assert await conn.fetchval("SELECT to_regclass('claim_ids') IS NOT NULL")
     finally:
         await pool.close()

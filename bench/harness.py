@@ -1,0 +1,546 @@
+"""``events bench``: load a running (or self-started) service and report what it sustains.
+
+    events bench --start                         # scratch database, API + worker, 100k events
+    events bench --start --events 1000000 --format arrow --json
+
+Method: N events are generated (seeded: 6 event types, 10,000 users, 30 days, small
+properties) and serialised into batches before the clock starts. C connections send them as
+fast as the service answers. Reported:
+
+- accept rate: events / seconds from the first request to the last 202;
+- end-to-end rate: events / seconds from the first request until ``ingest_batches`` holds
+  every event (i.e. committed in PostgreSQL);
+- request latency p50 / p95 / p99;
+- the ceiling, measured in the same run on the same rows: one asyncpg COPY (binary) of the
+  rows into an empty table shaped like ``events`` (same indexes) with a primary key on
+  ``event_id`` as the duplicate check; and the ratio end-to-end / ceiling;
+- peak RSS and CPU seconds per 1,000 events of the API and worker processes (with
+  ``--start``, or ``--api-pid`` / ``--worker-pid``);
+- the latency of a DAU query over the loaded range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import psutil
+import pyarrow as pa
+from tqdm import tqdm
+
+from pipeline.message import EVENT_SCHEMA
+from storage.copy import encode_binary
+from storage.db import drop_database
+
+EVENT_TYPES = ["app_open", "view_item", "add_to_cart", "purchase", "login", "logout"]
+COUNTRIES = ["UA", "PL", "DE", "SE", "NL", "RO", "KZ", "US"]
+CONTENT_TYPES = {
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+
+
+@dataclass(slots=True)
+class Workload:
+    """Generated events, as columns (for the ceiling) and as request bodies."""
+
+    table: pa.Table  # EVENT_SCHEMA
+    bodies: list[bytes]
+    first_day: str
+    last_day: str
+
+
+def generate(n: int, *, users: int, days: int, seed: int) -> pa.Table:
+    import numpy as np  # noqa: PLC0415 - only the harness needs it here
+
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = np.datetime64(now - timedelta(days=days), "us")
+    occurred = start + rng.integers(0, days * 86_400_000_000, n).astype("timedelta64[us]")
+    ids = np.frombuffer(rng.bytes(16 * n), dtype="S16")
+    types = np.array(EVENT_TYPES)[rng.integers(0, len(EVENT_TYPES), n)]
+    countries = np.array(COUNTRIES)[rng.integers(0, len(COUNTRIES), n)]
+    prices = np.round(rng.uniform(1, 500, n), 2)
+    props = [f'{{"country":"{c}","price":{p}}}' for c, p in zip(countries, prices, strict=True)]
+    return pa.table(
+        {
+            "event_id": pa.array(ids, pa.binary(16)),
+            "occurred_at": pa.array(occurred, pa.timestamp("us")).cast(pa.timestamp("us", "UTC")),
+            "user_id": pa.array(rng.integers(1, users + 1, n)).cast(pa.string()),
+            "event_type": pa.array(types),
+            "properties": pa.array(props),
+        }
+    ).cast(EVENT_SCHEMA)
+
+
+def serialise(table: pa.Table, fmt: str, batch: int, gzip_level: int | None) -> list[bytes]:
+    import gzip  # noqa: PLC0415
+
+    bodies = []
+    for offset in range(0, table.num_rows, batch):
+        part = table.slice(offset, batch)
+        if fmt == "arrow":
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, part.schema) as writer:
+                writer.write_table(part)
+            body = bytes(sink.getvalue())
+        else:
+            rows = part.to_pylist()
+            events = [
+                {
+                    "event_id": str(uuid.UUID(bytes=r["event_id"])),
+                    "occurred_at": r["occurred_at"].isoformat(),
+                    "user_id": int(r["user_id"]),
+                    "event_type": r["event_type"],
+                    "properties": orjson.loads(r["properties"]),
+                }
+                for r in rows
+            ]
+            body = (
+                orjson.dumps(events)
+                if fmt == "json"
+                else b"\n".join(orjson.dumps(e) for e in events)
+            )
+        bodies.append(gzip.compress(body, gzip_level) if gzip_level is not None else body)
+    return bodies
+
+
+@dataclass(slots=True)
+class Processes:
+    """The service's processes, sampled for RSS and CPU time."""
+
+    api: list[psutil.Process] = field(default_factory=list)
+    worker: list[psutil.Process] = field(default_factory=list)
+    peak_rss: dict[str, int] = field(default_factory=lambda: {"api": 0, "worker": 0})
+
+    @staticmethod
+    def tree(pid: int) -> list[psutil.Process]:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+
+    def cpu(self) -> dict[str, float]:
+        out = {}
+        for kind in ("api", "worker"):
+            total = 0.0
+            for p in getattr(self, kind):
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            out[kind] = total
+        return out
+
+    def sample_rss(self) -> None:
+        for kind in ("api", "worker"):
+            for p in getattr(self, kind):
+                with contextlib.suppress(psutil.Error):
+                    self.peak_rss[kind] = max(self.peak_rss[kind], p.memory_info().rss)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def started_service(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """API (gunicorn) + worker as child processes against a scratch database."""
+    tag = secrets.token_hex(4)
+    base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/events")
+    database_url = base.rsplit("/", 1)[0] + f"/events_bench_{tag}"
+    port = _free_port()
+    key = secrets.token_urlsafe(16)
+    lake = tempfile.mkdtemp(prefix="events-bench-lake-")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "API_KEY": key,
+        "EVENTS_QUEUE_PREFIX": f"bench_{tag}",
+        "EVENTS_LOG_LEVEL": "WARNING",
+        "EVENTS_LAKE_DIR": lake,
+    }
+    cli = [sys.executable, "-m", "core.cli"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    api_cmd = [*cli, "serve", "--bind", f"127.0.0.1:{port}", "--no-migrate"]
+    if args.api_workers:
+        api_cmd += ["--workers", str(args.api_workers)]
+    worker_cmd = [*cli, "worker", "--no-migrate"]
+    if args.worker_processes:
+        worker_cmd += ["--processes", str(args.worker_processes)]
+    logs = open(os.path.join(lake, "service.log"), "w")  # noqa: SIM115
+    api = subprocess.Popen(api_cmd, env=env, stderr=logs)
+    worker = subprocess.Popen(worker_cmd, env=env, stderr=logs)
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "key": key,
+            "database_url": database_url,
+            "api_pid": api.pid,
+            "worker_pid": worker.pid,
+            "queue_prefix": f"bench_{tag}",
+        }
+    finally:
+        for proc in (api, worker):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (api, worker):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs.close()
+        asyncio.run(drop_database(database_url))
+        _delete_queues(env)
+        shutil.rmtree(lake, ignore_errors=True)
+
+
+def _delete_queues(env: dict[str, str]) -> None:
+    import aio_pika  # noqa: PLC0415
+
+    from core.config import load_settings  # noqa: PLC0415
+    from pipeline.topology import Topology, delete_queues  # noqa: PLC0415
+
+    async def run() -> None:
+        settings = load_settings(env)
+        connection = await aio_pika.connect(settings.rabbitmq_url)
+        try:
+            await delete_queues(connection, Topology.from_settings(settings))
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+async def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url + "/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the service at {url} did not become ready")
+
+
+async def send(
+    url: str,
+    key: str,
+    bodies: list[bytes],
+    *,
+    fmt: str,
+    gzipped: bool,
+    concurrency: int,
+    events_per_body: list[int],
+    progress: bool,
+) -> tuple[list[float], dict[int, int], float, float]:
+    headers = {"X-API-Key": key, "Content-Type": CONTENT_TYPES[fmt]}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(bodies)):
+        queue.put_nowait(i)
+    bar = tqdm(
+        total=sum(events_per_body),
+        unit="ev",
+        unit_scale=True,
+        desc="sending",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+
+        async def sender() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                t = time.perf_counter()
+                async with http.post(url + "/events", data=bodies[i]) as r:
+                    await r.read()
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                latencies.append(time.perf_counter() - t)
+                bar.update(events_per_body[i])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        accepted_at = time.perf_counter()
+    bar.close()
+    return latencies, statuses, started, accepted_at
+
+
+async def wait_committed(
+    database_url: str, expected: int, processes: Processes, timeout: float
+) -> float:
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            processes.sample_rss()
+            stored = await conn.fetchval("SELECT coalesce(sum(events), 0) FROM ingest_batches")
+            if stored >= expected:
+                return time.perf_counter()
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    raise TimeoutError("not every event was committed in time")
+
+
+CEILING_TABLE = """
+CREATE TABLE bench_ceiling (
+    event_id uuid PRIMARY KEY, occurred_at timestamptz NOT NULL, user_id text NOT NULL,
+    event_type text NOT NULL, properties jsonb NOT NULL
+);
+CREATE INDEX ON bench_ceiling (event_type, occurred_at);
+CREATE INDEX ON bench_ceiling USING gin (properties jsonb_path_ops);
+"""
+
+
+async def ceiling(database_url: str, table: pa.Table) -> float:
+    """Seconds for one binary COPY of the rows into an events-shaped table."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS bench_ceiling")
+        await conn.execute(CEILING_TABLE)
+        payload = encode_binary(table, jsonb=("properties",))
+        started = time.perf_counter()
+        await conn.copy_to_table(
+            "bench_ceiling",
+            source=_source(payload),
+            columns=list(EVENT_SCHEMA.names),
+            format="binary",
+        )
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE bench_ceiling")
+        return elapsed
+    finally:
+        await conn.close()
+
+
+async def _source(payload: bytes) -> Any:
+    view = memoryview(payload)
+    for i in range(0, len(view), 1 << 20):
+        yield view[i : i + (1 << 20)]
+
+
+async def dau_latency(url: str, key: str, first: str, last: str) -> float:
+    async with aiohttp.ClientSession(headers={"X-API-Key": key}) as http:
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            async with http.get(url + "/stats/dau", params={"from": first, "to": last}) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"DAU query answered {r.status}")
+            samples.append(time.perf_counter() - t)
+        return statistics.median(samples)
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30),
+        "cpu_model": model,
+        "python": platform.python_version(),
+    }
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def measure(args: argparse.Namespace, service: dict[str, Any]) -> dict[str, Any]:
+    table = generate(args.events, users=args.users, days=args.days, seed=args.seed)
+    bodies = serialise(table, args.format, args.batch, 1 if args.gzip else None)
+    per_body = [min(args.batch, args.events - i) for i in range(0, args.events, args.batch)]
+    processes = Processes()
+    if service.get("api_pid"):
+        processes.api = Processes.tree(service["api_pid"])
+    if service.get("worker_pid"):
+        processes.worker = Processes.tree(service["worker_pid"])
+    await wait_ready(service["url"])
+    before = await _stored(service["database_url"])
+    cpu0 = processes.cpu()
+    latencies, statuses, started, accepted_at = await send(
+        service["url"],
+        service["key"],
+        bodies,
+        fmt=args.format,
+        gzipped=args.gzip,
+        concurrency=args.concurrency,
+        events_per_body=per_body,
+        progress=not args.json,
+    )
+    committed_at = await wait_committed(
+        service["database_url"], before + args.events, processes, args.timeout
+    )
+    cpu1 = processes.cpu()
+    processes.sample_rss()
+    end_to_end = args.events / (committed_at - started)
+    ceiling_s = await ceiling(service["database_url"], table) if not args.no_ceiling else None
+    days = table.column("occurred_at").cast(pa.timestamp("us")).cast(pa.date32())
+    first = str(min(days.to_pylist()))
+    last = str(max(days.to_pylist()))
+    return {
+        "events": args.events,
+        "format": args.format + ("+gzip" if args.gzip else ""),
+        "batch": args.batch,
+        "concurrency": args.concurrency,
+        "statuses": statuses,
+        "accept_events_per_s": round(args.events / (accepted_at - started)),
+        "end_to_end_events_per_s": round(end_to_end),
+        "latency_ms": {
+            p: round(percentile(latencies, q) * 1000, 1)
+            for p, q in (("p50", 50), ("p95", 95), ("p99", 99))
+        },
+        "ceiling_events_per_s": round(args.events / ceiling_s) if ceiling_s else None,
+        "end_to_end_vs_ceiling": round(end_to_end / (args.events / ceiling_s), 2)
+        if ceiling_s
+        else None,
+        "peak_rss_mb": {k: round(v / 2**20) for k, v in processes.peak_rss.items() if v},
+        "cpu_s_per_1000_events": {
+            k: round((cpu1[k] - cpu0[k]) / args.events * 1000, 4)
+            for k in cpu0
+            if getattr(processes, k)
+        },
+        "dau_query_ms": round(
+            await dau_latency(service["url"], service["key"], first, last) * 1000, 1
+        ),
+        "machine": machine(),
+    }
+
+
+async def _stored(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(sum(events), 0) FROM ingest_batches"))
+    finally:
+        await conn.close()
+
+
+def render(result: dict[str, Any]) -> str:
+    lat = result["latency_ms"]
+    m = result["machine"]
+    rows = [
+        ("machine", f"{m['cpus']} cores, {m['memory_gib']} GiB, {m['cpu_model']}"),
+        (
+            "events / format / batch",
+            f"{result['events']:,} / {result['format']} / "
+            f"{result['batch']} per request, {result['concurrency']} "
+            "connections",
+        ),
+        ("answers", ", ".join(f"{k}: {v}" for k, v in result["statuses"].items())),
+        ("accepted (202)", f"{result['accept_events_per_s']:,} events/s"),
+        ("end to end (committed)", f"{result['end_to_end_events_per_s']:,} events/s"),
+        ("request latency", f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"),
+    ]
+    if result["ceiling_events_per_s"]:
+        rows.append(
+            (
+                "ceiling (one COPY)",
+                f"{result['ceiling_events_per_s']:,} events/s; "
+                f"end to end = {result['end_to_end_vs_ceiling']:.0%}",
+            )
+        )
+    for kind, mb in result["peak_rss_mb"].items():
+        rows.append((f"peak RSS {kind}", f"{mb} MB"))
+    for kind, cpu in result["cpu_s_per_1000_events"].items():
+        rows.append((f"CPU {kind}", f"{cpu * 1000:.1f} ms per 1,000 events"))
+    rows.append(("DAU over the loaded range", f"{result['dau_query_ms']} ms"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--start", action="store_true", help="start the API and a worker against a scratch database"
+    )
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--key", default=os.environ.get("API_KEY", ""))
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/events"),
+    )
+    p.add_argument("--api-pid", type=int, help="gunicorn master pid (without --start)")
+    p.add_argument("--worker-pid", type=int, help="worker pid (without --start)")
+    p.add_argument("--api-workers", type=int, help="with --start: gunicorn workers")
+    p.add_argument("--worker-processes", type=int, help="with --start: worker processes")
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--format", choices=sorted(CONTENT_TYPES), default="json")
+    p.add_argument("--gzip", action="store_true")
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--no-ceiling", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.start:
+        with started_service(args) as service:
+            result = asyncio.run(measure(args, service))
+    else:
+        service = {
+            "url": args.url,
+            "key": args.key,
+            "database_url": args.database_url,
+            "api_pid": args.api_pid,
+            "worker_pid": args.worker_pid,
+        }
+        result = asyncio.run(measure(args, service))
+    print(json.dumps(result) if args.json else render(result))
+    return 0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        prog="events bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    sys.exit(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
