@@ -35,4 +35,4 @@ test: lint
 	$(VENV)/bin/pytest
 
 bench-micro: install
-	$(VENV)/bin/pytest bench --benchmark-only --benchmark-enable -p no:cacheprovider
+	$(VENV)/bin/pytest bench --benchmark-only --benchmark-enable -p no:cacheprovider -o addopts=""

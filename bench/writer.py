@@ -1,6 +1,6 @@
 """Worker write path alone: frame + encode, then COPY + ledger + insert + commit.
 
-    python -m bench.writer --events 200000 --connections 1 2 [--without-gin]
+    python -m bench.writer --events 200000 --connections 1 2
 
 Uses a scratch database (dropped first). Events are generated and validated before the
 clock starts; `stage` is timed on its own, then the writes, `--connections` at once.
@@ -67,8 +67,6 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
         await drop_database(args.database_url)
         await migrate(args.database_url)
         conn = await asyncpg.connect(args.database_url)
-        if args.without_gin:
-            await conn.execute("DROP INDEX events_properties_idx")
         # Create the days' partitions first: measured is the steady state, not DDL.
         days = sorted({d for s in staged for d in s.rows.days})
         await conn.fetchval("SELECT events_ensure_partitions($1::date[])", days)
@@ -79,7 +77,6 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 "events": args.events,
                 "rows_per_commit": args.per_commit,
                 "connections": connections,
-                "gin_index": not args.without_gin,
                 "stage_events_per_s": round(stage_rate),
                 "write_events_per_s": round(args.events / elapsed),
                 "cpus": os.cpu_count(),
@@ -100,7 +97,6 @@ def main() -> None:
     p.add_argument("--per-message", type=int, default=1000)
     p.add_argument("--per-commit", type=int, default=20_000)
     p.add_argument("--connections", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--without-gin", action="store_true")
     for line in asyncio.run(run(p.parse_args())):
         print(json.dumps(line))
 

@@ -30,13 +30,13 @@ from pipeline.steps.decode import DecodeStep
 from pipeline.steps.write import WriteStep
 from pipeline.topology import Topology
 from storage.db import connect
-from storage.migrate import ensure_upcoming_partitions
+from storage.partitions import upkeep
 from storage.writer import EventWriter, WriteResult, create_writer_pool
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL = 0.5  # seconds between upkeep rounds when no delivery arrives
-_PARTITION_UPKEEP = 3600.0  # seconds between creating upcoming partitions
+_PARTITION_UPKEEP = 600.0  # seconds between partition upkeeps (days ahead, indexes behind)
 
 
 class Worker:
@@ -91,14 +91,12 @@ class Worker:
             try:
                 conn = await connect(self._settings.database_url)
                 try:
-                    await ensure_upcoming_partitions(
-                        conn, ahead_days=self._settings.partitions_ahead_days
-                    )
+                    await upkeep(conn, ahead_days=self._settings.partitions_ahead_days)
                 finally:
                     await conn.close()
                 delay = _PARTITION_UPKEEP
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                log.warning("could not create upcoming partitions; retrying", exc_info=True)
+                log.warning("partition upkeep failed; retrying", exc_info=True)
                 delay = 30.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)

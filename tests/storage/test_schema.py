@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.frame import stage
 from storage.migrate import MigrationError, available_migrations, migrate
+from storage.partitions import index_closed_partitions, upkeep
 from storage.writer import EventWriter, create_writer_pool
 from tests import sample
 from tests.storage.test_writer import batch
@@ -74,10 +75,11 @@ ACCESS_PATHS = {
         "AND occurred_at >= '2025-08-01' AND occurred_at < '2025-08-31'",
         "events_type_time_idx",
     ),
-    # raw hot rows with a property (property segments)
+    # raw hot rows with a property (property segments), days that are over
     "property": (
-        'SELECT count(*) FROM events WHERE properties @> \'{"country": "UA"}\'',
-        "events_properties_idx",
+        'SELECT count(*) FROM events WHERE properties @> \'{"country": "UA"}\' '
+        "AND occurred_at >= '2025-08-01' AND occurred_at < '2025-08-31'",
+        "_properties_idx",
     ),
 }
 
@@ -93,6 +95,13 @@ async def test_the_planner_uses_the_indexes(
         await writer.write(stage([batch(sample.events())]))
     finally:
         await pool.close()
+    # Property indexes are built per partition once its day is over (all of them here).
+    await index_closed_partitions(db)
+    unindexed = await db.fetchval(
+        "SELECT count(*) FROM pg_class c WHERE c.relname ~ '^events_p2025(07|08)[0-9]{2}$' "
+        "AND to_regclass(c.relname || '_properties_idx') IS NULL"
+    )
+    assert unindexed == 0
     await db.execute("VACUUM ANALYZE events")
     await db.execute("VACUUM ANALYZE daily_users")
     query, index = ACCESS_PATHS[path]
@@ -100,9 +109,13 @@ async def test_the_planner_uses_the_indexes(
         # The sample is small enough that a sequential scan would win on cost; this asks
         # which index serves the access path when the planner has to use one.
         await db.execute("SET LOCAL enable_seqscan = off")
-        if index != "events_properties_idx":  # GIN indexes are only read by bitmap scans
+        if index != "_properties_idx":  # GIN indexes are only read by bitmap scans
             await db.execute("SET LOCAL enable_bitmapscan = off")
         plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + query))
+    if index == "_properties_idx":
+        assert "_properties_idx" in plan, plan
+        assert "Seq Scan" not in plan, plan
+        return
     # A partitioned table's index has a copy in each daily partition, attached to it.
     copies = {index} | {
         r["relname"]
@@ -114,3 +127,23 @@ async def test_the_planner_uses_the_indexes(
     }
     assert any(name in plan for name in copies), plan
     assert "Seq Scan" not in plan, plan
+
+
+async def test_upkeep_indexes_closed_days_once_and_only_them(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await migrate(database_url, partitions_ahead_days=1, today=date(2031, 3, 10))
+    assert await upkeep(db, ahead_days=1, today=date(2031, 3, 10))
+    indexed = {
+        r["relname"]
+        for r in await db.fetch(
+            "SELECT relname FROM pg_class WHERE relname LIKE 'events_p2031%_properties_idx'"
+        )
+    }
+    assert indexed == {"events_p20310309_properties_idx"}  # yesterday; today and tomorrow not
+    assert await index_closed_partitions(db, date(2031, 3, 10)) == 0  # nothing left to do
+    valid = await db.fetchval(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = "
+        "'events_p20310309_properties_idx'::regclass"
+    )
+    assert valid is True
