@@ -22,7 +22,6 @@ from ingest.media import ARROW, JSON, NDJSON, decode_batch
 from ingest.validate import Limits
 from pipeline.frame import stage
 from pipeline.message import BatchMeta, DecodedBatch, decode_message, encode_message
-from storage.rows import CLAIM_IDS_DDL, ROLLUP_USERS_DDL
 from storage.writer import EventWriter, create_writer_pool
 
 NOW = datetime.now(UTC)
@@ -91,4 +90,3 @@ def test_copy_and_commit(benchmark: Any, database_url: str) -> None:
     assert result.inserted == 20_000
     loop.run_until_complete(pool.close())
     loop.close()
-    assert CLAIM_IDS_DDL and ROLLUP_USERS_DDL
