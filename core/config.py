@@ -58,6 +58,32 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError(f"must be zero or a positive number, got {raw!r}")
+    return value
+
+
+def _failure_mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"open", "closed"}:
+        raise ValueError(f"must be 'open' or 'closed', got {raw!r}")
+    return value
+
+
+def _overrides(raw: str) -> dict[str, tuple[float, int]]:
+    """``key_id=rate[:burst],...`` (burst 0: ten seconds' worth)."""
+    out: dict[str, tuple[float, int]] = {}
+    for item in (i.strip() for i in raw.split(",") if i.strip()):
+        key_id, sep, spec = item.partition("=")
+        if not sep or not key_id.strip():
+            raise ValueError(f"expected key_id=rate[:burst], got {item!r}")
+        rate, _, burst = spec.partition(":")
+        out[key_id.strip()] = (_non_negative_float(rate), _non_negative_int(burst or "0"))
+    return out
+
+
 def _keys(raw: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in raw.split(",") if k.strip())
 
@@ -157,6 +183,77 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds the API waits for the broker's publisher confirm before answering 503.",
         _positive_float,
     ),
+    Setting(
+        "EVENTS_QUEUE_MAX_MESSAGES",
+        "queue_max_messages",
+        "100000",
+        "Backpressure: once this many messages (accepted requests) wait in the queue, the "
+        "broker refuses new ones and the API answers 503 with Retry-After (0: no limit). "
+        "Only applies when the queue is first declared.",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_QUEUE_MAX_BYTES",
+        "queue_max_bytes",
+        str(8 * 1024**3),
+        "Backpressure: the same for the bytes waiting in the queue (0: no limit).",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_MAX_ATTEMPTS",
+        "max_attempts",
+        "8",
+        "A micro-batch that PostgreSQL keeps refusing for a reason other than being "
+        "unreachable is split after this many attempts; a message failing alone this often "
+        "goes to the dead-letter queue (an outage never counts).",
+        _positive_int,
+    ),
+    # Protection
+    Setting(
+        "EVENTS_RATE_LIMIT",
+        "rate_limit",
+        "0",
+        "Events per second per API key, shared by every API process through Redis "
+        "(token bucket; 0: no limit).",
+        _non_negative_float,
+    ),
+    Setting(
+        "EVENTS_RATE_BURST",
+        "rate_burst",
+        "0",
+        "Bucket size in events (0: ten seconds' worth of EVENTS_RATE_LIMIT). A request with "
+        "more events than this is a 413.",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_RATE_LIMIT_OVERRIDES",
+        "rate_limit_overrides",
+        "",
+        "Per-key limits, `key_id=rate[:burst],...` (key ids as logged, e.g. `key_1a2b3c4d5e6f`).",
+        _overrides,
+    ),
+    Setting(
+        "RATE_LIMIT",
+        "rate_limit_rpm",
+        "0",
+        "Requests per minute per API key (a second bucket, checked as well; 0: no limit).",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_REDIS_FAILURE",
+        "redis_failure",
+        "open",
+        "When Redis cannot be reached: `open` (serve without rate limits and idempotency, "
+        "count it in `events_redis_errors_total`) or `closed` (answer 503).",
+        _failure_mode,
+    ),
+    Setting(
+        "EVENTS_IDEMPOTENCY_TTL",
+        "idempotency_ttl",
+        "86400",
+        "Seconds an Idempotency-Key is remembered (its answer replayed).",
+        _positive_int,
+    ),
     # Request limits
     Setting(
         "EVENTS_MAX_BODY_BYTES",
@@ -164,6 +261,35 @@ SETTINGS: tuple[Setting, ...] = (
         str(32 * 1024 * 1024),
         "Largest request body in bytes, checked on the wire and again after decompression "
         "(413 beyond it).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_COMPRESSION_RATIO",
+        "max_compression_ratio",
+        "200",
+        "A compressed body may inflate at most this many times its size (plus 1 MiB); a "
+        "bomb stops with 413 as soon as it goes past.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_MAX_HEADER_BYTES",
+        "max_header_bytes",
+        "16384",
+        "Largest request line plus headers; beyond it the connection gets 431 and is closed.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_CLIENT_TIMEOUT",
+        "client_timeout",
+        "30",
+        "Seconds a client may take to send its headers, and again its body (408 / closed).",
+        _positive_float,
+    ),
+    Setting(
+        "EVENTS_MAX_CONNECTIONS",
+        "max_connections",
+        "1000",
+        "Connections one API process serves at once; more get 503.",
         _positive_int,
     ),
     Setting(
@@ -366,6 +492,19 @@ class Settings:
     queue_type: str
     delivery_limit: int
     publish_timeout: float
+    queue_max_messages: int
+    queue_max_bytes: int
+    max_attempts: int
+    rate_limit: float
+    rate_burst: int
+    rate_limit_overrides: Mapping[str, tuple[float, int]]
+    rate_limit_rpm: int
+    redis_failure: str
+    idempotency_ttl: int
+    max_compression_ratio: int
+    max_header_bytes: int
+    client_timeout: float
+    max_connections: int
     max_body_bytes: int
     max_events_per_request: int
     max_event_bytes: int

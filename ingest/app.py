@@ -20,11 +20,13 @@ import falcon.media
 import orjson
 
 from analytics.http import add_routes
+from core import metrics
 from core.config import Settings, load_settings
 from core.logs import configure_logging
 from ingest.auth import AuthMiddleware
 from ingest.errors import ApiError, falcon_error_body
-from ingest.resources import EventsResource, HealthResource, ReadyResource
+from ingest.events import EventsResource
+from ingest.resources import HealthResource, MetricsResource, ReadyResource
 from ingest.runtime import Runtime
 
 log = logging.getLogger("ingest.access")
@@ -53,15 +55,18 @@ class RequestLogMiddleware:
         req_succeeded: bool,
     ) -> None:
         started = req.context.get("started")
+        status = int(str(resp.status).split(" ", 1)[0])
+        elapsed = time.perf_counter() - started if started else 0.0
+        # The route template, never the raw path: unknown paths must not create label values.
+        route = req.uri_template if resource is not None else "unmatched"
+        metrics.REQUESTS.labels(route=route, method=req.method, status=str(status)).observe(elapsed)
         log.info(
             "request",
             extra={
                 "method": req.method,
                 "path": req.path,
-                "status": int(str(resp.status).split(" ", 1)[0]),
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2)
-                if started
-                else None,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2) if started else None,
                 "events": req.context.get("events"),
                 "key_id": req.context.get("key_id"),
                 "request_id": req.context.get("request_id"),
@@ -126,6 +131,7 @@ def create_app(
     app.add_route("/events", EventsResource(settings, runtime, clock))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime))
+    app.add_route("/metrics", MetricsResource(runtime))
     add_routes(app, settings, runtime.analytics)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(ApiError, _api_error)

@@ -7,17 +7,19 @@ bomb stops after ``max_bytes`` of output, not after gigabytes).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zlib
 from collections.abc import AsyncIterable
 
 import zstandard
 
-from ingest.errors import bad_request, too_large, unsupported_media
+from ingest.errors import ApiError, bad_request, too_large, unsupported_media
 
 SUPPORTED_ENCODINGS = ("gzip", "zstd", "deflate", "identity")
 _READ_CHUNK = 1 << 16
 _MAX_GZIP_MEMBERS = 1000
+_RATIO_SLACK = 1 << 20
 
 
 def _too_large(max_bytes: int, what: str) -> Exception:
@@ -27,25 +29,58 @@ def _too_large(max_bytes: int, what: str) -> Exception:
 
 
 async def read_body(
-    stream: AsyncIterable[bytes], content_length: int | None, max_bytes: int
+    stream: AsyncIterable[bytes],
+    content_length: int | None,
+    max_bytes: int,
+    *,
+    timeout: float | None = None,
 ) -> bytes:
-    """The raw body, refused (413) once it exceeds ``max_bytes``."""
+    """The raw body, refused (413) once it exceeds ``max_bytes``.
+
+    With ``timeout``, a client that has not sent the whole body within that many seconds
+    gets a 408: a slow sender cannot hold a worker's connection slot forever.
+    """
     if content_length is not None and content_length > max_bytes:
         raise _too_large(max_bytes, "request")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in stream:
-        total += len(chunk)
-        if total > max_bytes:
-            raise _too_large(max_bytes, "request")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal total
+        async for chunk in stream:
+            total += len(chunk)
+            if total > max_bytes:
+                raise _too_large(max_bytes, "request")
+            chunks.append(chunk)
+
+    if timeout is None:
+        await read()
+    else:
+        try:
+            await asyncio.wait_for(read(), timeout)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"the request body was not received within {timeout:g} s",
+                headers={"Connection": "close"},
+            ) from None
     return b"".join(chunks)
 
 
-def decode_content(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
-    """Undo ``Content-Encoding`` (possibly several, applied in order) within ``max_bytes``."""
+def decode_content(
+    body: bytes, content_encoding: str | None, max_bytes: int, *, max_ratio: int = 0
+) -> bytes:
+    """Undo ``Content-Encoding`` (possibly several, applied in order) within ``max_bytes``.
+
+    With ``max_ratio``, the decompressed body may also be at most ``max_ratio`` times the
+    compressed one (plus 1 MiB of slack for tiny bodies): a bomb stops as soon as it
+    expands beyond what real event batches do.
+    """
     if not content_encoding:
         return body
+    if max_ratio > 0:
+        max_bytes = min(max_bytes, max_ratio * len(body) + _RATIO_SLACK)
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
     for coding in reversed(codings):
         if coding == "identity":

@@ -8,10 +8,13 @@ import logging
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from analytics.engine import Analytics
 from core.config import Settings
 from ingest.commits import CommitWaiter
+from ingest.idempotency import IdempotencyStore
+from ingest.ratelimit import REDIS_ERRORS, RateLimiter
 from pipeline.publisher import Publisher
 from pipeline.topology import Topology
 from storage.db import SERVER_SETTINGS
@@ -23,11 +26,11 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutErr
 
 
 class Runtime:
-    """Holds the publisher, a small PostgreSQL pool and the commit waiter of one process.
+    """Holds the publisher, a small PostgreSQL pool, Redis and the commit waiter of a process.
 
     Installed as Falcon middleware so that ASGI lifespan events open and close them.
-    Neither server has to be up for the process to start: requests answer 503 until
-    they are.
+    No server has to be up for the process to start: requests answer 503 until they are
+    (Redis: as ``EVENTS_REDIS_FAILURE`` says).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -36,6 +39,17 @@ class Runtime:
             settings.rabbitmq_url,
             Topology.from_settings(settings),
             confirm_timeout=settings.publish_timeout,
+        )
+        # Short timeouts: a Redis that hangs must not hold requests longer than one that is down.
+        self.redis = aioredis.from_url(
+            settings.redis_url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            health_check_interval=30,
+        )
+        self.limiter = RateLimiter(settings, self.redis)
+        self.idempotency = IdempotencyStore(
+            self.redis, prefix=settings.queue_prefix, ttl=settings.idempotency_ttl
         )
         self._pool: asyncpg.Pool | None = None
         self._commits: CommitWaiter | None = None
@@ -67,6 +81,8 @@ class Runtime:
         if self._commits is not None:
             await self._commits.close()
         await self.publisher.close()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.redis.aclose()
         self.analytics.close()
         if self._pool is not None:
             with contextlib.suppress(*_DB_ERRORS):
@@ -91,6 +107,19 @@ class Runtime:
             return bool(await self._pool.fetchval("SELECT 1", timeout=2))
         except _DB_ERRORS:
             return False
+
+    async def redis_ready(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except REDIS_ERRORS:
+            return False
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in the queue and the DLQ (empty when the broker is down)."""
+        try:
+            return await self.publisher.queue_depths()
+        except Exception:
+            return {}
 
     async def broker_ready(self) -> bool:
         if self.publisher.ready:

@@ -34,6 +34,10 @@ class BrokerUnavailable(TransientError):
     """RabbitMQ did not take the message (down, unreachable, refusing or too slow)."""
 
 
+class QueueFull(BrokerUnavailable):
+    """The queue refused the message: it is at its length limit (``x-overflow: reject-publish``)."""
+
+
 class Publisher:
     """One robust connection and one confirming channel, shared by all requests of a process."""
 
@@ -145,11 +149,29 @@ class Publisher:
             )
         except aio_pika.exceptions.DeliveryError as ex:
             # A nack: the queue refused it (full with reject-publish, or an internal error).
-            raise BrokerUnavailable("RabbitMQ refused the message (queue full?)") from ex
+            raise QueueFull("RabbitMQ refused the message: the queue is full") from ex
         except aio_pika.exceptions.PublishError as ex:
             raise BrokerUnavailable("the queue does not exist") from ex
         except _PUBLISH_ERRORS as ex:
             raise BrokerUnavailable(f"publish failed: {type(ex).__name__}") from ex
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages ready in the queue and in the DLQ, by a passive declare of each."""
+        await self._ensure_connected()
+        if self._connection is None:
+            raise BrokerUnavailable("not connected")
+        channel = await self._connection.channel()
+        try:
+            depths = {}
+            for name in (self._topology.queue, self._topology.dead_letter_queue):
+                queue = await asyncio.wait_for(
+                    channel.declare_queue(name, passive=True), self._connect_timeout
+                )
+                depths[name] = int(queue.declaration_result.message_count or 0)
+            return depths
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def close(self) -> None:
         self._closing = True

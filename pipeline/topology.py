@@ -34,6 +34,8 @@ class Topology:
     dead_letter_queue: str
     queue_type: str = "quorum"
     delivery_limit: int = 100
+    max_messages: int = 0  # 0: no limit
+    max_bytes: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -42,6 +44,8 @@ class Topology:
             dead_letter_queue=settings.dead_letter_queue_name,
             queue_type=settings.queue_type,
             delivery_limit=settings.delivery_limit,
+            max_messages=settings.queue_max_messages,
+            max_bytes=settings.queue_max_bytes,
         )
 
     def queue_arguments(self) -> dict[str, Any]:
@@ -53,7 +57,12 @@ class Topology:
         if self.queue_type == "quorum":
             args["x-delivery-limit"] = self.delivery_limit
             args["x-dead-letter-strategy"] = "at-least-once"
-            args["x-overflow"] = "reject-publish"
+        # Backpressure: beyond these the broker nacks new publishes and the API answers 503.
+        args["x-overflow"] = "reject-publish"
+        if self.max_messages > 0:
+            args["x-max-length"] = self.max_messages
+        if self.max_bytes > 0:
+            args["x-max-length-bytes"] = self.max_bytes
         return args
 
     def dead_letter_arguments(self) -> dict[str, Any]:

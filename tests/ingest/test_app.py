@@ -245,15 +245,26 @@ async def test_broker_unreachable_is_503_with_retry_after(settings: Settings) ->
     assert result.json["error"]["code"] == "broker_unavailable"
     assert int(result.headers["retry-after"]) > 0
     assert ready.status_code == 503
-    assert ready.json["checks"] == {"postgres": "ok", "rabbitmq": "unreachable"}
+    assert ready.json["checks"] == {
+        "postgres": "ok",
+        "rabbitmq": "unreachable",
+        "redis": "ok",
+    }
 
 
 async def test_readyz(client: testing.ASGIConductor, settings: Settings) -> None:
     ok = await client.simulate_get("/readyz")
     assert ok.status_code == 200
-    assert ok.json == {"status": "ready", "checks": {"postgres": "ok", "rabbitmq": "ok"}}
+    assert ok.json == {
+        "status": "ready",
+        "checks": {"postgres": "ok", "rabbitmq": "ok", "redis": "ok"},
+    }
     no_db = settings.with_overrides(database_url="postgresql://postgres@127.0.0.1:1/none")
     async with testing.ASGIConductor(create_app(no_db)) as c:
         bad = await c.simulate_get("/readyz")
     assert bad.status_code == 503
-    assert bad.json["checks"] == {"postgres": "unreachable", "rabbitmq": "ok"}
+    assert bad.json["checks"] == {
+        "postgres": "unreachable",
+        "rabbitmq": "ok",
+        "redis": "ok",
+    }

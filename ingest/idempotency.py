@@ -1,0 +1,136 @@
+"""``Idempotency-Key`` on ``POST /events``, remembered in Redis per API key.
+
+- first request with a key: marked in flight (``SET NX``), processed, its answer stored for
+  ``EVENTS_IDEMPOTENCY_TTL`` seconds;
+- same key, same request (body, media type, encoding, query): the stored answer again,
+  with ``Idempotent-Replayed: true``, nothing enqueued;
+- same key, another request: 422; same key while the first is still in flight: 409.
+
+Server errors (5xx) and refusals that a retry may get past (429) are not remembered: the
+in-flight mark is removed so the client can retry with the same key. Every change is made by
+a Lua script that checks the mark still belongs to this request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from ingest.errors import ApiError
+from ingest.ratelimit import REDIS_ERRORS, RedisUnavailable
+
+IN_FLIGHT_SECONDS = 180  # longer than the slowest request (publish + ?wait=true timeout)
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+# KEYS[1]; ARGV: token, record. Replace the record only if the mark is still ours.
+_FINISH = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if cjson.decode(current)['token'] ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """This request owns the key: finish or abandon it."""
+
+    redis_key: str
+    token: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def fingerprint(*parts: bytes | str | None) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else (part or b"")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, client: aioredis.Redis, *, prefix: str, ttl: int) -> None:
+        self._client = client
+        self._finish = client.register_script(_FINISH)
+        self._prefix = f"{prefix}:idem"
+        self._ttl = ttl
+
+    def _redis_key(self, key_id: str, key: str) -> str:
+        return f"{self._prefix}:{key_id}:{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+    async def begin(self, key_id: str, key: str, request_fingerprint: str) -> Claim | Replay:
+        """Claim ``key`` for this request, or the stored answer to replay; raises 409/422."""
+        if not _KEY.match(key):
+            raise ApiError(
+                400,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
+        redis_key = self._redis_key(key_id, key)
+        token = secrets.token_hex(16)
+        pending = orjson.dumps(
+            {"state": "in_flight", "token": token, "fingerprint": request_fingerprint}
+        )
+        try:
+            if await self._client.set(redis_key, pending, nx=True, ex=IN_FLIGHT_SECONDS):
+                return Claim(redis_key, token, request_fingerprint)
+            raw = await self._client.get(redis_key)
+        except REDIS_ERRORS as ex:
+            raise RedisUnavailable(type(ex).__name__) from ex
+        if raw is None:  # expired between the two calls: try once more
+            return await self.begin(key_id, key, request_fingerprint)
+        record: dict[str, Any] = orjson.loads(raw)
+        if record["fingerprint"] != request_fingerprint:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            )
+        if record["state"] == "in_flight":
+            raise ApiError(
+                409,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed",
+                headers={"Retry-After": "1"},
+            )
+        return Replay(int(record["status"]), record["body"].encode(), dict(record["headers"]))
+
+    async def finish(self, claim: Claim, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """Remember the answer (or forget the key if a retry could do better)."""
+        if status >= 500 or status in (409, 429):
+            record = b""
+        else:
+            record = orjson.dumps(
+                {
+                    "state": "done",
+                    "token": claim.token,
+                    "fingerprint": claim.fingerprint,
+                    "status": status,
+                    "body": body.decode(),
+                    "headers": headers,
+                }
+            )
+        try:
+            await self._finish(keys=[claim.redis_key], args=[claim.token, record, self._ttl])
+        except REDIS_ERRORS:
+            # The in-flight mark expires by itself; nothing else to undo.
+            return
