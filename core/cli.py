@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from core.config import Settings, load_settings, settings_markdown
 from core.errors import ConfigError
 from core.logs import configure_logging
+from core.metrics_dir import ensure_metrics_dir, remove_metrics_dir
 from core.redact import redact_url
 
 log = logging.getLogger("events")
@@ -82,12 +83,27 @@ def _run_worker_process(settings: Settings) -> None:
     asyncio.run(main())
 
 
+def _serve_worker_metrics(settings: Settings) -> None:
+    """``GET /metrics`` of this host's worker processes on EVENTS_WORKER_METRICS_PORT."""
+    ensure_metrics_dir()  # before prometheus_client is imported
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(
+        settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=registry
+    )
+    log.info("worker metrics served", extra={"port": settings.worker_metrics_port})
+
+
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.concurrency:
         settings = settings.with_overrides(worker_concurrency=args.concurrency)
     processes = args.processes or settings.worker_processes
     if not args.no_migrate:
         asyncio.run(_migrate(settings, retry_for=float("inf")))
+    if settings.worker_metrics_port:
+        _serve_worker_metrics(settings)
     if processes == 1:
         _run_worker_process(settings)
         return 0
@@ -154,6 +170,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     worker = [*events, "worker", "--no-migrate"]
     if args.processes:
         worker += ["--processes", str(args.processes)]
+    # One metrics directory for the API and the workers: GET /metrics reports both.
+    metrics_dir, created = ensure_metrics_dir()
     # Own sessions: a terminal's Ctrl-C reaches only this process, which then asks both
     # children to stop gracefully (SIGTERM) instead of gunicorn's quick SIGINT shutdown.
     children = [
@@ -182,6 +200,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         time.sleep(0.2)
     stop(signal.SIGTERM, None)
     codes = [c.wait() for c in children]
+    if created:
+        remove_metrics_dir(metrics_dir)
     return 0 if stopping else max(1, *codes)
 
 

@@ -293,6 +293,21 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "EVENTS_WORKER_METRICS_PORT",
+        "worker_metrics_port",
+        "0",
+        "Port where `events worker` serves Prometheus metrics of its processes (0: off; "
+        "with `events up` the API's /metrics already includes them).",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_WORKER_METRICS_HOST",
+        "worker_metrics_host",
+        "0.0.0.0",  # noqa: S104 - a metrics endpoint is scraped from other hosts
+        "Address of the worker metrics endpoint.",
+        str,
+    ),
+    Setting(
         "EVENTS_MAX_EVENTS_PER_REQUEST",
         "max_events_per_request",
         "50000",
@@ -505,6 +520,8 @@ class Settings:
     max_header_bytes: int
     client_timeout: float
     max_connections: int
+    worker_metrics_port: int
+    worker_metrics_host: str
     max_body_bytes: int
     max_events_per_request: int
     max_event_bytes: int

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from core import metrics
 from core.ids import uuid7
 from pipeline.publisher import BrokerUnavailable, Publisher
 from pipeline.steps import Delivery, settle
@@ -35,7 +36,15 @@ class DeadLetters:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def send_now(self, deliveries: Sequence[Delivery], *, reason: str, error: str) -> None:
+    async def send_now(
+        self, deliveries: Sequence[Delivery], *, reason: str, error: str, attempts: int = 1
+    ) -> None:
+        """Publish each delivery to the DLQ (with confirm), then ack it.
+
+        Headers: ``x-dead-letter-reason``, ``x-error``, ``x-failed-at``,
+        ``x-original-queue``, ``x-write-attempts`` (failed writes of this delivery) and
+        ``x-attempts`` (deliveries by the broker, this one included).
+        """
         for delivery in deliveries:
             headers = dict(delivery.headers or {})
             headers.update(
@@ -45,6 +54,7 @@ class DeadLetters:
                     "x-failed-at": datetime.now(UTC).isoformat(),
                     "x-original-queue": self._source_queue,
                     "x-attempts": _delivery_count(headers) + 1,
+                    "x-write-attempts": attempts,
                 }
             )
             try:
@@ -62,6 +72,7 @@ class DeadLetters:
                 await settle(delivery.nack(requeue=True))
                 continue
             await settle(delivery.ack())
+            metrics.DEAD_LETTERS.labels(reason=reason).inc()
 
     async def join(self, timeout: float | None = None) -> None:
         if self._tasks:

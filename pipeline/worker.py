@@ -120,6 +120,7 @@ class Worker:
             concurrency=s.worker_concurrency,
             backoff=Backoff(base=s.retry_base_ms / 1000, maximum=s.retry_max_ms / 1000),
             stopping=stopping,
+            max_attempts=s.max_attempts,
             on_stored=self._on_stored,
         )
         batching = BatchStep(write, max_rows=s.batch_max_rows, max_age=s.batch_max_age_ms / 1000)

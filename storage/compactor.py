@@ -32,6 +32,7 @@ from datetime import date, datetime
 import asyncpg
 import pyarrow as pa
 
+from core import metrics
 from storage.arrow_copy import copy_to_arrow
 from storage.days import Today, day_bounds, day_start, first_hot_day, utc_today
 from storage.db import connect
@@ -173,6 +174,9 @@ class Compactor:
                 )
         finally:
             await conn.close()
+        metrics.COMPACTION_RUNS.inc()
+        metrics.COMPACTION_DAYS.inc(len(report.days))
+        metrics.COMPACTION_ROWS.inc(report.rows)
         return report
 
     @staticmethod

@@ -1,10 +1,15 @@
 """Step 3: store micro-batches (several at once), then acknowledge their deliveries.
 
-- Transient database errors (PostgreSQL down, deadlock, ...) are retried with back-off;
-  the deliveries stay unacknowledged meanwhile, so nothing is lost if the worker dies.
-- Data the database refuses (``BadData``) is isolated by splitting the micro-batch in
-  halves until the offending message is alone; it goes to the dead-letter queue and the
-  rest is stored.
+- Transient database errors are retried with exponential back-off and jitter; the
+  deliveries stay unacknowledged meanwhile, so nothing is lost if the worker dies. Other
+  writers go on with other micro-batches (``EVENTS_WORKER_CONCURRENCY``).
+- A lost connection or a server that is down (``DatabaseDown``) is retried for as long as
+  it takes: it says nothing about the data. Any other failure (a deadlock, a trigger or
+  constraint the operator added, ...) counts an attempt; after ``EVENTS_MAX_ATTEMPTS`` the
+  micro-batch is treated as suspect.
+- Data the database refuses (``BadData``) and suspect micro-batches are isolated by
+  splitting in halves until the offending message is alone; it goes to the dead-letter
+  queue with the reason and the attempt count, and the rest is stored.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from core import metrics
 from core.errors import ServiceError
 from pipeline.dead_letters import DeadLetters
 from pipeline.frame import stage
@@ -22,7 +28,7 @@ from pipeline.message import DecodedBatch
 from pipeline.retry import Backoff
 from pipeline.steps import Message, MessageRejected, deliveries, settle
 from pipeline.steps.batching import MicroBatch
-from storage.errors import BadData, StorageUnavailable
+from storage.errors import BadData, DatabaseDown, StorageError, StorageUnavailable
 from storage.writer import EventWriter, StagedRows, WriteResult
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,15 @@ log = logging.getLogger(__name__)
 
 class Stopping(ServiceError):
     """The worker is shutting down while a write keeps failing; leave it to redelivery."""
+
+
+class GaveUp(StorageError):
+    """A write failed ``EVENTS_MAX_ATTEMPTS`` times for a reason other than a lost server."""
+
+    def __init__(self, attempts: int, error: StorageUnavailable) -> None:
+        super().__init__(f"{attempts} attempts failed; last: {error}")
+        self.attempts = attempts
+        self.error = error
 
 
 class WriteStep:
@@ -43,12 +58,14 @@ class WriteStep:
         concurrency: int,
         backoff: Backoff,
         stopping: asyncio.Event,
+        max_attempts: int = 8,
         on_stored: Callable[[WriteResult, float], None] | None = None,
     ) -> None:
         self._writer = writer
         self._dead_letters = dead_letters
         self._concurrency = concurrency
         self._backoff = backoff
+        self._max_attempts = max(1, max_attempts)
         self._stopping = stopping
         self._on_stored = on_stored
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,35 +113,57 @@ class WriteStep:
         staged = await asyncio.to_thread(stage, batches)
         try:
             result = await self._write_retrying(staged)
-        except BadData as ex:
+        except (BadData, GaveUp) as ex:
+            reason, attempts = (
+                ("write_failed", ex.attempts)
+                if isinstance(ex, GaveUp)
+                else ("refused_by_database", 1)
+            )
             if len(messages) == 1:
                 log.error(
-                    "message refused by PostgreSQL; sent to the dead-letter queue",
-                    extra={"batch_id": str(batches[0].meta.batch_id), "error": str(ex)},
+                    "message cannot be stored; sent to the dead-letter queue",
+                    extra={
+                        "batch_id": str(batches[0].meta.batch_id),
+                        "reason": reason,
+                        "attempts": attempts,
+                        "error": str(ex),
+                    },
                 )
                 await self._dead_letters.send_now(
-                    deliveries(messages), reason="refused_by_database", error=str(ex)
+                    deliveries(messages), reason=reason, error=str(ex), attempts=attempts
                 )
                 return
             half = len(messages) // 2
             log.warning(
-                "micro-batch refused by PostgreSQL; isolating the bad message",
-                extra={"messages": len(messages)},
+                "micro-batch cannot be stored; isolating the bad message",
+                extra={"messages": len(messages), "reason": reason},
             )
             await self._store(messages[:half])
             await self._store(messages[half:])
             return
         for delivery in deliveries(messages):
             await settle(delivery.ack())
+        seconds = time.perf_counter() - started
+        metrics.EVENTS_INSERTED.inc(result.inserted)
+        metrics.EVENTS_DUPLICATES.inc(result.duplicates)
+        metrics.BATCH_EVENTS.observe(result.inserted + result.duplicates)
+        metrics.WRITE_SECONDS.observe(seconds)
         if self._on_stored is not None:
-            self._on_stored(result, time.perf_counter() - started)
+            self._on_stored(result, seconds)
 
     async def _write_retrying(self, staged: StagedRows) -> WriteResult:
-        attempt = 0
+        attempt = 0  # every retry, for the back-off
+        counted = 0  # failures that were not a lost server
         while True:
             try:
                 return await self._writer.write(staged)
             except StorageUnavailable as ex:
+                down = isinstance(ex, DatabaseDown)
+                metrics.RETRIES.labels(reason="database_down" if down else "write_error").inc()
+                if not down:
+                    counted += 1
+                    if counted >= self._max_attempts:
+                        raise GaveUp(counted, ex) from ex
                 if self._stopping.is_set() and attempt > 0:
                     raise Stopping("giving up a write while stopping") from ex
                 delay = self._backoff.delay(attempt)

@@ -1,0 +1,142 @@
+"""uvicorn's httptools protocol with two guards it lacks: header size and header time.
+
+- ``EVENTS_MAX_HEADER_BYTES``: the request line plus headers may be at most this large;
+  beyond it the client gets a 431 and the connection is closed, before the app sees it.
+- ``EVENTS_CLIENT_TIMEOUT``: a connection must deliver a request's headers within this
+  many seconds of opening (or of the previous response); otherwise 408 and close. The body
+  has the same bound inside the app (``ingest.body.read_body``). Together they stop a slow
+  client (slowloris) from holding a connection slot forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from core.config import Settings
+
+
+class _HeadersTooLarge(Exception):
+    pass
+
+
+def _error_response(status: bytes, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return b"".join(
+        [
+            b"HTTP/1.1 ",
+            status,
+            b"\r\ncontent-type: application/json\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\nconnection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    max_header_bytes = 16384
+    header_timeout = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    # Timer: armed while waiting for a request's headers.
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        self._refuse(
+            b"408 Request Timeout",
+            "request_timeout",
+            f"the request headers were not received within {self.header_timeout:g} s",
+        )
+
+    def _refuse(self, status: bytes, code: str, message: str) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_error_response(status, code, message))
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as ex:
+            if isinstance(ex.__context__, _HeadersTooLarge):
+                self._cancel_header_timer()
+                self._refuse(
+                    b"431 Request Header Fields Too Large",
+                    "headers_too_large",
+                    f"the request line and headers exceed {self.max_header_bytes} bytes",
+                )
+                return
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    # Parser callbacks
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        super().on_message_begin()
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.max_header_bytes:
+            raise _HeadersTooLarge
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class with this deployment's limits."""
+    return type(
+        "EventsHttpProtocol",
+        (GuardedHttpToolsProtocol,),
+        {
+            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout": settings.client_timeout,
+        },
+    )
