@@ -91,7 +91,7 @@ class EventsResource:
         claim = None
         idempotency_key = req.get_header("Idempotency-Key")
         if idempotency_key is not None:
-            request = fingerprint(media, req.get_header("Content-Encoding"), req.query_string, raw)
+            request = fingerprint(media, req.get_header("Content-Encoding"), raw)
             outcome = await self._redis(
                 self._runtime.idempotency.begin(key_id, idempotency_key, request)
             )

@@ -2,7 +2,7 @@
 
 - first request with a key: marked in flight (``SET NX``), processed, its answer stored for
   ``EVENTS_IDEMPOTENCY_TTL`` seconds;
-- same key, same request (body, media type, encoding, query): the stored answer again,
+- same key, same request (body, media type, encoding; not ?wait): the stored answer again,
   with ``Idempotent-Replayed: true``, nothing enqueued;
 - same key, another request: 422; same key while the first is still in flight: 409.
 

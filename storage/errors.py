@@ -28,6 +28,13 @@ class DatabaseDown(StorageUnavailable):
     """
 
 
+class Contention(StorageUnavailable):
+    """Concurrency got in the way: deadlock, serialization failure, lock or statement timeout.
+
+    Also never the data's fault; retried without counting towards ``EVENTS_MAX_ATTEMPTS``.
+    """
+
+
 class BadData(StorageError, TerminalError):
     """PostgreSQL refused the data itself; the same rows will fail again."""
 
@@ -52,7 +59,9 @@ def classify(ex: BaseException) -> StorageError:
         code = str(getattr(ex, "sqlstate", "") or "")
         if code in _DOWN_CODES or code[:2] in _DOWN_CLASSES:
             return DatabaseDown(f"PostgreSQL {code}: {type(ex).__name__}")
-        if code in _TRANSIENT_CODES or code[:2] in _TRANSIENT_CLASSES:
+        if code in _TRANSIENT_CODES or code[:2] == "40":
+            return Contention(f"PostgreSQL {code}: {type(ex).__name__}")
+        if code[:2] in _TRANSIENT_CLASSES:
             return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}")
         if code[:2] in _DATA_CLASSES:
             return BadData(f"PostgreSQL {code}: {ex}")

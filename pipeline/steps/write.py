@@ -3,8 +3,9 @@
 - Transient database errors are retried with exponential back-off and jitter; the
   deliveries stay unacknowledged meanwhile, so nothing is lost if the worker dies. Other
   writers go on with other micro-batches (``EVENTS_WORKER_CONCURRENCY``).
-- A lost connection or a server that is down (``DatabaseDown``) is retried for as long as
-  it takes: it says nothing about the data. Any other failure (a deadlock, a trigger or
+- A lost connection or a server that is down (``DatabaseDown``), and contention (deadlock,
+  serialization failure, lock timeout: ``Contention``) are retried for as long as it
+  takes: they say nothing about the data. Any other failure (a deadlock, a trigger or
   constraint the operator added, ...) counts an attempt; after ``EVENTS_MAX_ATTEMPTS`` the
   micro-batch is treated as suspect.
 - Data the database refuses (``BadData``) and suspect micro-batches are isolated by
@@ -28,7 +29,7 @@ from pipeline.message import DecodedBatch
 from pipeline.retry import Backoff
 from pipeline.steps import Message, MessageRejected, deliveries, settle
 from pipeline.steps.batching import MicroBatch
-from storage.errors import BadData, DatabaseDown, StorageError, StorageUnavailable
+from storage.errors import BadData, Contention, DatabaseDown, StorageError, StorageUnavailable
 from storage.writer import EventWriter, StagedRows, WriteResult
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,15 @@ class WriteStep:
             try:
                 return await self._writer.write(staged)
             except StorageUnavailable as ex:
-                down = isinstance(ex, DatabaseDown)
-                metrics.RETRIES.labels(reason="database_down" if down else "write_error").inc()
-                if not down:
+                reason = (
+                    "database_down"
+                    if isinstance(ex, DatabaseDown)
+                    else "contention"
+                    if isinstance(ex, Contention)
+                    else "write_error"
+                )
+                metrics.RETRIES.labels(reason=reason).inc()
+                if reason == "write_error":
                     counted += 1
                     if counted >= self._max_attempts:
                         raise GaveUp(counted, ex) from ex

@@ -1,0 +1,345 @@
+"""Protection at the edge, against the real Redis, RabbitMQ and PostgreSQL.
+
+Rate limits, Idempotency-Key, queue-full backpressure, compression ratio, slow bodies and
+the metrics that report them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from falcon import testing
+
+from core.config import Settings
+from ingest.app import create_app
+from ingest.body import read_body
+from ingest.errors import ApiError
+from tests.conftest import API_KEY, drain_queue, new_event, queue_depth
+
+JSON = {"Content-Type": "application/json"}
+OTHER_KEY = "other-key-for-idempotency-scoping"
+
+
+def events(n: int) -> bytes:
+    return orjson.dumps([new_event() for _ in range(n)])
+
+
+@pytest.fixture
+async def redis_keys(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client; every key under this test's prefix is deleted afterwards."""
+    client = aioredis.from_url(settings.redis_url)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{settings.queue_prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def conductor(settings: Settings, key: str = API_KEY) -> testing.ASGIConductor:
+    return testing.ASGIConductor(create_app(settings), headers={"X-API-Key": key})
+
+
+# --- rate limits ---------------------------------------------------------------------
+
+
+async def test_token_bucket_refuses_a_burst_with_headers_and_refills_at_the_rate(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    limited = settings.with_overrides(rate_limit=20.0, rate_burst=40)
+    async with conductor(limited) as c:
+        first = await c.simulate_post("/events", body=events(40), headers=JSON)
+        refused = await c.simulate_post("/events", body=events(10), headers=JSON)
+        await asyncio.sleep(0.6)  # 20 events/s: 12 tokens back
+        after_refill = await c.simulate_post("/events", body=events(10), headers=JSON)
+        too_big = await c.simulate_post("/events", body=events(41), headers=JSON)
+    assert first.status_code == 202
+    assert first.headers["ratelimit-limit"] == "40"
+    assert first.headers["ratelimit-remaining"] == "0"
+    assert first.headers["ratelimit-reset"] == "2"  # 40 tokens at 20/s
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == "rate_limited"
+    assert refused.headers["retry-after"] == "1"  # 10 tokens at 20/s: 0.5 s, rounded up
+    assert refused.headers["ratelimit-limit"] == "40"
+    assert refused.headers["ratelimit-remaining"] == "0"
+    assert after_refill.status_code == 202
+    # 0.6 s at 20/s refilled 12 (a little more with the requests' own time): 10 were taken.
+    assert 2 <= int(after_refill.headers["ratelimit-remaining"]) <= 4
+    assert too_big.status_code == 413
+    assert too_big.json["error"]["code"] == "rate_limit_exceeds_burst"
+    # Only the accepted requests reached the queue.
+    assert [int(m.headers["x-events"]) for m in await drain_queue(limited, limited.queue_name)] == [
+        40,
+        10,
+    ]
+
+
+async def test_two_api_instances_share_one_bucket(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    limited = settings.with_overrides(rate_limit=1.0, rate_burst=30)
+    async with conductor(limited) as a, conductor(limited) as b:
+        on_a = await a.simulate_post("/events", body=events(20), headers=JSON)
+        on_b = await b.simulate_post("/events", body=events(20), headers=JSON)
+        small_on_b = await b.simulate_post("/events", body=events(10), headers=JSON)
+    assert on_a.status_code == 202
+    assert on_b.status_code == 429
+    assert small_on_b.status_code == 202
+    assert small_on_b.headers["ratelimit-remaining"] == "0"
+
+
+async def test_per_key_overrides_and_requests_per_minute(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    from ingest.auth import key_id
+
+    both = settings.with_overrides(
+        api_keys_list=(OTHER_KEY,),
+        rate_limit=1.0,
+        rate_burst=5,
+        rate_limit_overrides={key_id(OTHER_KEY): (1000.0, 1000)},
+    )
+    async with conductor(both) as default_key, conductor(both, OTHER_KEY) as big_key:
+        small = await default_key.simulate_post("/events", body=events(6), headers=JSON)
+        big = await big_key.simulate_post("/events", body=events(500), headers=JSON)
+    assert small.status_code == 413
+    assert big.status_code == 202
+    assert big.headers["ratelimit-limit"] == "1000"
+
+    per_minute = settings.with_overrides(rate_limit_rpm=2)
+    async with conductor(per_minute) as c:
+        codes = [
+            (await c.simulate_post("/events", body=events(1), headers=JSON)).status_code
+            for _ in range(3)
+        ]
+        last = await c.simulate_post("/events", body=events(1), headers=JSON)
+    assert codes == [202, 202, 429]
+    assert int(last.headers["retry-after"]) > 0
+
+
+async def test_redis_down_fails_open_by_default_and_closed_when_asked(
+    settings: Settings,
+) -> None:
+    from core import metrics
+
+    down = settings.with_overrides(redis_url="redis://127.0.0.1:1/0", rate_limit=1.0, rate_burst=5)
+    before = metrics.REDIS_ERRORS._value.get()
+    async with conductor(down) as c:
+        served = await c.simulate_post("/events", body=events(3), headers=JSON)
+        ready = await c.simulate_get("/readyz")
+    assert served.status_code == 202
+    assert "ratelimit-limit" not in served.headers
+    assert metrics.REDIS_ERRORS._value.get() == before + 1
+    assert ready.status_code == 200  # fail open: Redis does not decide readiness
+    assert ready.json["checks"]["redis"] == "unreachable"
+
+    closed = down.with_overrides(redis_failure="closed")
+    async with conductor(closed) as c:
+        refused = await c.simulate_post("/events", body=events(3), headers=JSON)
+        ready = await c.simulate_get("/readyz")
+    assert refused.status_code == 503
+    assert refused.json["error"]["code"] == "redis_unavailable"
+    assert int(refused.headers["retry-after"]) > 0
+    assert ready.status_code == 503
+    assert len(await drain_queue(settings, settings.queue_name)) == 1
+
+
+# --- Idempotency-Key -----------------------------------------------------------------
+
+
+async def test_idempotency_key_replays_the_answer_without_enqueueing(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    batch = events(5)
+    headers = {**JSON, "Idempotency-Key": "order-42"}
+    async with conductor(settings) as c:
+        first = await c.simulate_post("/events", body=batch, headers=headers)
+        again = await c.simulate_post("/events", body=batch, headers=headers)
+        changed = await c.simulate_post("/events", body=events(5), headers=headers)
+    assert first.status_code == 202
+    assert "idempotent-replayed" not in first.headers
+    assert again.status_code == 202
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json == first.json
+    assert changed.status_code == 422
+    assert changed.json["error"]["code"] == "idempotency_key_reused"
+    queued = await drain_queue(settings, settings.queue_name)
+    assert [m.message_id for m in queued] == [first.json["batch_id"]]
+
+
+async def test_idempotency_keys_are_scoped_per_api_key(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    both = settings.with_overrides(api_keys_list=(OTHER_KEY,))
+    headers = {**JSON, "Idempotency-Key": "same-key"}
+    async with conductor(both) as a, conductor(both, OTHER_KEY) as b:
+        on_a = await a.simulate_post("/events", body=events(2), headers=headers)
+        on_b = await b.simulate_post("/events", body=events(3), headers=headers)
+    assert (on_a.status_code, on_b.status_code) == (202, 202)
+    assert on_a.json["batch_id"] != on_b.json["batch_id"]
+    assert len(await drain_queue(settings, settings.queue_name)) == 2
+
+
+async def test_same_key_while_the_first_is_in_flight_is_409(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    batch = events(2)
+    headers = {**JSON, "Idempotency-Key": "slow-one"}
+    async with conductor(settings) as c:
+        # No worker runs: ?wait=true holds the first request open for its timeout.
+        first = asyncio.create_task(
+            c.simulate_post("/events?wait=true&timeout=1.5", body=batch, headers=headers)
+        )
+        await asyncio.sleep(0.5)
+        second = await c.simulate_post("/events", body=batch, headers=headers)
+        first_result = await first
+        third = await c.simulate_post("/events", body=batch, headers=headers)
+    assert second.status_code == 409
+    assert second.json["error"]["code"] == "idempotency_key_in_flight"
+    assert second.headers["retry-after"] == "1"
+    assert first_result.status_code == 202
+    assert third.status_code == 202
+    assert third.headers["idempotent-replayed"] == "true"
+    assert third.json["batch_id"] == first_result.json["batch_id"]
+    assert len(await drain_queue(settings, settings.queue_name)) == 1
+
+
+async def test_refusals_a_retry_could_pass_are_not_remembered(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    limited = settings.with_overrides(rate_limit=1.0, rate_burst=3)
+    headers = {**JSON, "Idempotency-Key": "retry-me"}
+    bad = {**JSON, "Idempotency-Key": "bad-one"}
+    async with conductor(limited) as c:
+        await c.simulate_post("/events", body=events(3), headers=JSON)  # empties the bucket
+        batch = events(2)
+        refused = await c.simulate_post("/events", body=batch, headers=headers)
+        invalid = await c.simulate_post("/events", body=b"[{", headers=bad)
+        invalid_again = await c.simulate_post("/events", body=b"[{", headers=bad)
+        await redis_keys.delete(*[k async for k in redis_keys.scan_iter(match="*:rl:*")])
+        retried = await c.simulate_post("/events", body=batch, headers=headers)
+    assert refused.status_code == 429
+    assert retried.status_code == 202
+    assert "idempotent-replayed" not in retried.headers
+    # A 400 is final: the same request gets the same answer, replayed.
+    assert invalid.status_code == invalid_again.status_code == 400
+    assert invalid_again.headers["idempotent-replayed"] == "true"
+
+
+async def test_an_invalid_idempotency_key_is_400(settings: Settings) -> None:
+    async with conductor(settings) as c:
+        result = await c.simulate_post(
+            "/events", body=events(1), headers={**JSON, "Idempotency-Key": "x" * 300}
+        )
+    assert (result.status_code, result.json["error"]["code"]) == (400, "invalid_idempotency_key")
+
+
+# --- backpressure and limits -----------------------------------------------------------
+
+
+async def test_a_full_queue_answers_503_with_retry_after_and_takes_nothing(
+    settings: Settings,
+) -> None:
+    small = settings.with_overrides(queue_max_messages=2)
+    async with conductor(small) as c:
+        codes = []
+        for _ in range(6):
+            codes.append(await c.simulate_post("/events", body=events(3), headers=JSON))
+    accepted = [r for r in codes if r.status_code == 202]
+    refused = [r for r in codes if r.status_code != 202]
+    # Quorum queues apply the limit once it is exceeded: one message past it may get in.
+    assert len(accepted) in (2, 3)
+    assert codes[: len(accepted)] == accepted  # accepted until full, refused after
+    assert {r.status_code for r in refused} == {503}
+    assert {r.json["error"]["code"] for r in refused} == {"queue_full"}
+    assert all(int(r.headers["retry-after"]) > 0 for r in refused)
+    # Every 202 is in the queue, nothing of the 503s is.
+    queued = await drain_queue(small, small.queue_name)
+    assert sorted(m.message_id for m in queued) == sorted(r.json["batch_id"] for r in accepted)
+    # Once the queue drains, the API accepts again without a restart.
+    async with conductor(small) as c:
+        again = await c.simulate_post("/events", body=events(3), headers=JSON)
+    assert again.status_code == 202
+
+
+async def test_compression_ratio_limit_stops_bombs_that_fit_the_size_limit(
+    settings: Settings,
+) -> None:
+    # 3 MB of padding inside one event: within EVENTS_MAX_BODY_BYTES (32 MiB), but it
+    # compresses about 1000:1, far beyond the default limit of 200:1 (+1 MiB of slack).
+    padded = orjson.dumps([new_event(properties={"pad": " " * 3_000_000})])
+    ratio = settings.with_overrides(max_event_bytes=4_000_000)
+    real = gzip.compress(events(200))
+    headers = {**JSON, "Content-Encoding": "gzip"}
+    async with conductor(ratio) as c:
+        bomb = await c.simulate_post("/events", body=gzip.compress(padded), headers=headers)
+        normal = await c.simulate_post("/events", body=real, headers=headers)
+    assert bomb.status_code == 413
+    assert bomb.json["error"]["code"] == "body_too_large"
+    assert normal.status_code == 202
+    assert normal.json["accepted"] == 200
+
+
+async def test_a_slow_body_is_408_not_a_held_worker() -> None:
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'[{"event_id":'
+        await asyncio.sleep(5)
+        yield b"}]"
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ApiError) as info:
+        await read_body(trickle(), None, 1_000_000, timeout=0.2)
+    assert info.value.status == 408
+    assert info.value.code == "request_timeout"
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if found == labels:
+            return float(m.group(3))
+    return 0.0
+
+
+async def test_metrics_count_what_happened(settings: Settings) -> None:
+    async with conductor(settings) as c:
+        before = (await c.simulate_get("/metrics")).text
+        batch: list[Any] = [new_event() for _ in range(4)] + [{"event_id": "nope"}]
+        await c.simulate_post("/events", body=orjson.dumps(batch), headers=JSON)
+        await c.simulate_get("/nowhere")
+        result = await c.simulate_get("/metrics")
+    after = result.text
+    assert result.status_code == 200
+    assert result.headers["content-type"].startswith("text/plain")
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("events_received_total", source="json") == 5
+    assert delta("events_accepted_total") == 4
+    assert delta("events_rejected_total", reason="invalid_uuid") == 1
+    route = {"route": "/events", "method": "POST", "status": "202"}
+    assert delta("http_request_duration_seconds_count", **route) == 1
+    assert (
+        delta("http_request_duration_seconds_count", route="unmatched", method="GET", status="404")
+        == 1
+    )
+    assert delta("publish_duration_seconds_count") == 1
+    assert sample(after, "queue_messages", queue=settings.queue_name) == 1
+    assert sample(after, "queue_messages", queue=settings.dead_letter_queue_name) == 0
