@@ -42,15 +42,26 @@ def media_type(content_type: str | None) -> str:
     """The canonical media type of a Content-Type header (JSON when there is none)."""
     if not content_type:
         return JSON
-    base = content_type.split(";", 1)[0].strip().lower()
+    base, _, params = content_type.partition(";")
+    base = base.strip().lower()
     try:
-        return _MEDIA_TYPES[base]
+        media = _MEDIA_TYPES[base]
     except KeyError:
         raise unsupported_media(
             "unsupported_media_type",
             f"Content-Type {base!r} is not supported",
             supported=sorted(_MEDIA_TYPES),
         ) from None
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            # JSON and NDJSON are UTF-8 (RFC 8259); decoding as anything else would
+            # silently change the text.
+            raise unsupported_media(
+                "unsupported_charset", f"charset {charset!r} is not supported; send UTF-8"
+            )
+    return media
 
 
 @contextmanager
