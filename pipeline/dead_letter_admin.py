@@ -10,6 +10,7 @@ each event_id once.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,7 +96,9 @@ def events_of(message: AbstractIncomingMessage, limit: int | None = None) -> lis
         table = table.slice(0, limit)
     rows: list[dict[str, Any]] = table.to_pylist()
     for row in rows:
-        row["event_id"] = str(row["event_id"]) if row.get("event_id") is not None else None
+        event_id = row.get("event_id")
+        if isinstance(event_id, bytes) and len(event_id) == 16:
+            row["event_id"] = str(uuid.UUID(bytes=event_id))
         if isinstance(row.get("occurred_at"), datetime):
             row["occurred_at"] = row["occurred_at"].isoformat()
     return rows

@@ -65,9 +65,10 @@ def classify(ex: BaseException) -> StorageError:
             return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}")
         if code[:2] in _DATA_CLASSES:
             return BadData(f"PostgreSQL {code}: {ex}")
-        # Anything else (undefined table, permissions, ...) is an operational problem that a
-        # fix on the server resolves; never blame the data for it.
-        return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}")
+        # Anything else (undefined table, permissions, a trigger's RAISE, ...) is retried;
+        # it counts towards EVENTS_MAX_ATTEMPTS. The server's message (never its DETAIL,
+        # which may quote row values) says what to fix.
+        return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}: {str(ex)[:300]}")
     if isinstance(
         ex,
         OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError,

@@ -1,0 +1,319 @@
+"""Faults under load, with the service as real processes and the real servers.
+
+Each test keeps a client load running (``tests.services.Load``: batches retried until
+accepted, some sent twice) while a part fails, then checks the promise: every event that
+got a 202 is stored, exactly once, and nothing else is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from core.config import Settings
+from tests.conftest import API_KEY, new_event, queue_depth
+from tests.services import Load, free_port, service_env, start_api, start_worker, wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+async def wait_stored(db: asyncpg.Connection, expected: int, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    count = -1
+    while time.monotonic() < deadline:
+        count = int(await db.fetchval("SELECT count(*) FROM events"))
+        if count >= expected:
+            # Settle: anything still to come would be a duplicate or a stray.
+            await asyncio.sleep(1.0)
+            return int(await db.fetchval("SELECT count(*) FROM events"))
+        await asyncio.sleep(0.1)
+    return count
+
+
+async def assert_exactly_accepted(db: asyncpg.Connection, load: Load) -> None:
+    stored = await wait_stored(db, len(load.accepted_ids))
+    ids = {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM events")}
+    assert stored == len(ids), "an event is stored twice"
+    assert ids == load.accepted_ids, (
+        f"lost: {len(load.accepted_ids - ids)}, not accepted but stored: "
+        f"{len(ids - load.accepted_ids)}"
+    )
+
+
+def record(tmp_path: Path, name: str, load: Load, stored: int, **extra: object) -> None:
+    """The figures for docs/reliability.md (printed; pytest -s shows them)."""
+    figures = {
+        "test": name,
+        "batches_accepted": len(load.accepted_batches),
+        "events_sent_with_repeats": load.accepted_events,
+        "distinct_events_accepted": len(load.accepted_ids),
+        "stored": stored,
+        "lost": len(load.accepted_ids) - stored,
+        "answers": {str(k): v for k, v in sorted(load.statuses.items(), key=str)},
+        **extra,
+    }
+    print("RELIABILITY", json.dumps(figures))
+    (tmp_path / "figures.json").write_text(json.dumps(figures))
+
+
+@contextlib.asynccontextmanager
+async def api(settings: Settings, tmp_path: Path, **env: str) -> AsyncIterator[str]:
+    port = free_port()
+    proc = start_api(settings, tmp_path / "api.log", port, **env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(base)
+        yield base
+    finally:
+        code = proc.stop()
+        assert code == 0, (tmp_path / "api.log").read_text()[-3000:]
+
+
+async def test_worker_killed_mid_load_loses_and_doubles_nothing(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    async with api(settings, tmp_path) as base:
+        worker = start_worker(settings, tmp_path / "worker.log")
+        load = Load(base)
+        load.start()
+        try:
+            await asyncio.sleep(2.0)
+            before_kill = int(await db.fetchval("SELECT count(*) FROM events"))
+            worker.kill()  # SIGKILL: no chance to finish its micro-batches
+            await asyncio.sleep(1.0)
+            worker.start()
+            await asyncio.sleep(2.0)
+        finally:
+            await load.stop()
+        try:
+            await assert_exactly_accepted(db, load)
+        finally:
+            assert worker.stop() == 0
+    stored = int(await db.fetchval("SELECT count(*) FROM events"))
+    assert before_kill > 0  # the worker was really working when it died
+    assert load.accepted_events > len(load.accepted_ids)  # repeats were sent
+    record(tmp_path, "worker_kill_9", load, stored, stored_before_kill=before_kill)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)  # noqa: S603, S607
+
+
+@pytest.fixture
+def rabbitmq_restorer() -> Iterator[None]:
+    """Whatever happens in the test, RabbitMQ runs again afterwards."""
+    try:
+        yield
+    finally:
+        _rabbitmqctl("start_app")
+        _rabbitmqctl("await_startup")
+
+
+async def test_rabbitmq_stopped_mid_load_answers_503_and_recovers(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path, rabbitmq_restorer: None
+) -> None:
+    async with api(settings, tmp_path) as base:
+        worker = start_worker(settings, tmp_path / "worker.log")
+        load = Load(base)
+        load.start()
+        try:
+            await asyncio.sleep(1.5)
+            accepted_before = len(load.accepted_batches)
+            await asyncio.to_thread(_rabbitmqctl, "stop_app")
+            await asyncio.sleep(2.0)
+            refused_while_down = load.statuses[503]
+            await asyncio.to_thread(_rabbitmqctl, "start_app")
+            await asyncio.to_thread(_rabbitmqctl, "await_startup")
+            up_at = len(load.accepted_batches)
+            await asyncio.sleep(4.0)  # the API and the worker reconnect by themselves
+        finally:
+            await load.stop()
+        accepted_after = len(load.accepted_batches) - up_at
+        try:
+            await assert_exactly_accepted(db, load)
+        finally:
+            assert worker.stop() == 0
+    stored = int(await db.fetchval("SELECT count(*) FROM events"))
+    assert accepted_before > 0
+    assert refused_while_down > 0
+    assert all(v.isdigit() and int(v) > 0 for v in load.retry_after_seen)
+    assert accepted_after > 0  # recovered without a restart
+    record(
+        tmp_path,
+        "rabbitmq_stop_app",
+        load,
+        stored,
+        refused_503=load.statuses[503],
+        accepted_after_restart=accepted_after,
+    )
+
+
+async def test_graceful_shutdown_finishes_in_flight_requests(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """SIGTERM to the API while a request waits (?wait=true, no worker): it is answered."""
+    port = free_port()
+    proc = start_api(settings, tmp_path / "api.log", port)
+    base = f"http://127.0.0.1:{port}"
+    await wait_ready(base)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        pending = asyncio.create_task(
+            http.post(
+                "/events?wait=true&timeout=2",
+                json=[new_event()],
+                headers={"X-API-Key": API_KEY},
+            )
+        )
+        await asyncio.sleep(0.5)
+        stopping = asyncio.create_task(asyncio.to_thread(proc.stop))
+        answer = await pending
+        code = await stopping
+    assert answer.status_code == 202
+    assert answer.json()["committed"] is False
+    assert code == 0
+    assert await queue_depth(settings, settings.queue_name) == 1  # accepted means queued
+
+
+async def test_worker_sigterm_finishes_its_batch_and_exits(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    async with api(settings, tmp_path) as base:
+        worker = start_worker(settings, tmp_path / "worker.log")
+        load = Load(base, senders=1)
+        load.start()
+        await asyncio.sleep(2.0)
+        started = time.monotonic()
+        code = await asyncio.to_thread(worker.stop, 30)
+        took = time.monotonic() - started
+        await load.stop()
+        assert code == 0
+        assert took < 30
+        # What it did not finish is still queued: a new worker stores it all, once.
+        worker.start()
+        try:
+            await assert_exactly_accepted(db, load)
+        finally:
+            assert worker.stop() == 0
+    log = (tmp_path / "worker.log").read_text()
+    assert "worker stopped" in log
+
+
+def _raw_request(port: int, data: bytes, *, wait: float = 5.0) -> tuple[bytes, float]:
+    """Send raw bytes, read until the server closes; the reply and how long it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait + 5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks), time.monotonic() - started
+
+
+async def test_header_abuse_and_slow_clients_on_the_real_server(
+    settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc = start_api(
+        settings,
+        tmp_path / "api.log",
+        port,
+        EVENTS_CLIENT_TIMEOUT="1",
+        EVENTS_MAX_HEADER_BYTES="4096",
+    )
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}")
+        huge_header = b"POST /events HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 10_000 + b"\r\n\r\n"
+        many_headers = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 1000 + b"\r\n"
+        long_url = b"GET /healthz?" + b"q" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        slow_headers = b"POST /events HTTP/1.1\r\nHost: x\r\n"  # never finished
+        slow_body = (
+            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-API-Key: " + API_KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n[{"
+        )
+        results = await asyncio.gather(
+            *(
+                asyncio.to_thread(_raw_request, port, data)
+                for data in (huge_header, many_headers, long_url, slow_headers, slow_body)
+            )
+        )
+        ok = await asyncio.to_thread(
+            _raw_request, port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+    finally:
+        assert proc.stop() == 0
+    for reply, _ in results[:3]:
+        assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+        assert b'"code":"headers_too_large"' in reply
+    slow_reply, slow_took = results[3]
+    assert slow_reply.startswith(b"HTTP/1.1 408"), slow_reply[:200]
+    assert 0.9 <= slow_took < 4
+    body_reply, body_took = results[4]
+    assert body_reply.startswith(b"HTTP/1.1 408"), body_reply[:200]
+    assert b'"code":"request_timeout"' in body_reply
+    assert 0.9 <= body_took < 4
+    assert ok[0].startswith(b"HTTP/1.1 200")
+
+
+async def test_metrics_are_summed_over_gunicorn_workers_and_the_worker(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """`events up`: one metrics directory; /metrics on any API process reports all."""
+    from tests.ingest.test_protection import sample
+
+    port = free_port()
+    env = service_env(settings)
+    argv = [sys.executable, "-m", "core.cli", "up", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    with (tmp_path / "up.log").open("w") as out:
+        up = subprocess.Popen(argv, env=env, stdout=out, stderr=out)  # noqa: S603, ASYNC220
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(base)
+        headers = {"X-API-Key": API_KEY}
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as http:
+            # Several connections, so that both gunicorn workers take some of them.
+            clients = [
+                httpx.AsyncClient(base_url=base, timeout=30, headers=headers) for _ in range(6)
+            ]
+            try:
+                answers = await asyncio.gather(
+                    *(
+                        c.post("/events?wait=true", json=[new_event() for _ in range(10)])
+                        for c in clients
+                        for _ in range(3)
+                    )
+                )
+            finally:
+                for c in clients:
+                    await c.aclose()
+            assert {a.status_code for a in answers} == {200}
+            text = (await http.get("/metrics")).text
+            again = (await http.get("/metrics")).text
+    finally:
+        up.send_signal(2)
+        code = await asyncio.to_thread(up.wait, 60)
+    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    for body in (text, again):  # whichever process answered, the totals are the same
+        assert sample(body, "events_accepted_total") == 180
+        assert sample(body, "events_inserted_total") == 180
+        assert (
+            sample(
+                body,
+                "http_request_duration_seconds_count",
+                route="/events",
+                method="POST",
+                status="200",
+            )
+            == 18
+        )
+    assert int(await db.fetchval("SELECT count(*) FROM events")) == 180
