@@ -58,7 +58,7 @@ class Process:
 
     def start(self) -> None:
         with self.log.open("a") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stderr=out, stdout=out)  # noqa: S603
+            self.proc = subprocess.Popen(self.argv, env=self.env, stderr=out, stdout=out)
 
     @property
     def pid(self) -> int:

@@ -107,7 +107,7 @@ async def test_worker_killed_mid_load_loses_and_doubles_nothing(
 
 
 def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)  # noqa: S603, S607
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ async def test_metrics_are_summed_over_gunicorn_workers_and_the_worker(
     env = service_env(settings)
     argv = [sys.executable, "-m", "core.cli", "up", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
     with (tmp_path / "up.log").open("w") as out:
-        up = subprocess.Popen(argv, env=env, stdout=out, stderr=out)  # noqa: S603, ASYNC220
+        up = subprocess.Popen(argv, env=env, stdout=out, stderr=out)  # noqa: ASYNC220
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base)
