@@ -96,6 +96,18 @@ async def test_backend_terminated_mid_copy_is_retried_without_loss_or_doubles(
     assert len(ids) == len(expected)
     assert set(ids) == expected
     assert await queue_depth(settings, settings.dead_letter_queue_name) == 0
+    print(
+        "RELIABILITY",
+        json.dumps(
+            {
+                "test": "backend_terminated_mid_copy",
+                "events_sent": len(expected),
+                "copies_terminated": killed_in_copy,
+                "stored": len(ids),
+                "lost": len(expected - set(ids)),
+            }
+        ),
+    )
 
 
 POISON_TRIGGER = """
