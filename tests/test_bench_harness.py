@@ -46,6 +46,7 @@ def test_bench_start_reports_every_figure() -> None:
     assert result["end_to_end_events_per_s"] > 0
     assert result["accept_events_per_s"] >= result["end_to_end_events_per_s"]
     assert result["ceiling_events_per_s"] > 0
+    assert result["raw_copy_events_per_s"] > 0
     assert set(result["peak_rss_mb"]) == {"api", "worker"}
     assert set(result["cpu_s_per_1000_events"]) >= {"api", "worker", "postgres"}
     assert result["machine"]["cpus"] == os.cpu_count()
