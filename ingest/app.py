@@ -23,6 +23,7 @@ from analytics.http import add_routes
 from core import metrics
 from core.config import Settings, load_settings
 from core.logs import configure_logging
+from ingest.api_docs import add_doc_routes
 from ingest.auth import AuthMiddleware
 from ingest.errors import ApiError, falcon_error_body
 from ingest.events import EventsResource
@@ -132,6 +133,7 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(runtime))
+    add_doc_routes(app, settings)
     add_routes(app, settings, runtime.analytics)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(ApiError, _api_error)
