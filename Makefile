@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint bench-micro
+.PHONY: install run test lint bench-micro lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,12 @@ test: lint
 
 bench-micro: install
 	$(VENV)/bin/pytest bench --benchmark-only --benchmark-enable -p no:cacheprovider -o addopts=""
+
+# requirements.lock: the exact runtime dependencies the Dockerfile installs.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet .
+	{ echo "# Pinned runtime dependencies for the container image (Dockerfile). Regenerate with"; \
+	  echo "# \`make lock\` after changing pyproject.toml's dependencies."; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^events-ingest'; } > requirements.lock
+	rm -rf .lock-venv

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import date
@@ -20,12 +22,30 @@ from storage.lake import Lake
 
 
 class Analytics:
-    """One in-memory DuckDB per process; every query gets its own cursor (thread-safe)."""
+    """One in-memory DuckDB per process; every query gets its own cursor (thread-safe).
+
+    The database is opened on first use, in the process that uses it: gunicorn builds the
+    app in its master and forks (``preload_app``), and a DuckDB instance does not survive a
+    fork (its threads stay behind; closing the copy in a child crashed the process).
+    """
 
     def __init__(self, pool: Callable[[], asyncpg.Pool], lake: Lake, *, threads: int) -> None:
         self._pool = pool
         self._lake = lake
-        self._duck = duckdb.connect(":memory:", config={"threads": threads})
+        self._threads = threads
+        self._duck_db: duckdb.DuckDBPyConnection | None = None
+        self._owner = 0  # pid that opened it
+        self._opening = threading.Lock()
+
+    @property
+    def _duck(self) -> duckdb.DuckDBPyConnection:
+        pid = os.getpid()
+        if self._duck_db is None or self._owner != pid:
+            with self._opening:
+                if self._duck_db is None or self._owner != pid:
+                    self._duck_db = duckdb.connect(":memory:", config={"threads": self._threads})
+                    self._owner = pid
+        return self._duck_db
 
     def _run(self, statement: queries.Statement, sources: Sources) -> list[tuple[Any, ...]]:
         tables = {
@@ -145,7 +165,9 @@ class Analytics:
         }
 
     def close(self) -> None:
-        self._duck.close()
+        if self._duck_db is not None and self._owner == os.getpid():
+            self._duck_db.close()
+        self._duck_db = None
 
 
 def _after(day: date) -> date:

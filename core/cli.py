@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from core.config import Settings, load_settings, settings_markdown
+from core.config import Settings, load_settings, settings_env_example, settings_markdown
 from core.errors import ConfigError
 from core.logs import configure_logging
 from core.metrics_dir import ensure_metrics_dir, remove_metrics_dir
@@ -359,6 +359,9 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     if args.markdown:
         print(settings_markdown())
         return 0
+    if args.env_example:
+        print(settings_env_example(), end="")
+        return 0
     from core.config import SETTINGS
 
     for s in SETTINGS:
@@ -450,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the effective configuration (secrets hidden)")
     p.add_argument("--markdown", action="store_true", help="print the README's settings table")
+    p.add_argument(
+        "--env-example", action="store_true", help="print .env.example (every setting, defaults)"
+    )
     p.set_defaults(func=cmd_config)
     return parser
 

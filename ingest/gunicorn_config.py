@@ -25,11 +25,36 @@ preload_app = True
 timeout = 60  # a worker silent this long is restarted
 graceful_timeout = 30  # on SIGTERM, time to finish in-flight requests
 keepalive = 5  # seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)
-# Note: gunicorn's limit_request_* settings do not apply here; uvicorn (httptools) parses
-# the requests.
-accesslog = None  # one structured line per request comes from the app
+# gunicorn's limit_request_* settings do not apply here: uvicorn (httptools) parses the
+# requests, and ingest/http_guard.py enforces EVENTS_MAX_HEADER_BYTES / EVENTS_CLIENT_TIMEOUT.
+# Access log: one structured (JSON) line per request comes from the app itself
+# (ingest/app.py RequestLogMiddleware: method, path, status, duration, events, key id,
+# request id), so gunicorn's own access log stays off. gunicorn's error log (boots,
+# worker exits) goes through the same formatter as the service's logs.
+accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+if _settings.log_format == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "core.logs.JsonFormatter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": loglevel.upper()},
+        "loggers": {
+            "gunicorn.error": {
+                "handlers": ["stderr"],
+                "level": loglevel.upper(),
+                "propagate": False,
+            }
+        },
+    }
 proc_name = "events-api"
 
 
