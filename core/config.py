@@ -245,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
         "redis_failure",
         "open",
         "When Redis cannot be reached: `open` (serve without rate limits and idempotency, "
-        "count it in `events_redis_errors_total`) or `closed` (answer 503).",
+        "count it in `redis_errors_total`) or `closed` (answer 503).",
         _failure_mode,
     ),
     Setting(

@@ -22,8 +22,9 @@ worker_class = "ingest.gunicorn_worker.EventsWorker"
 # Build the app once in the master and fork it: workers share its memory pages. The app
 # opens no connection before the ASGI start-up event, which runs in each worker.
 preload_app = True
-timeout = 60  # a worker silent this long is restarted
-graceful_timeout = 30  # on SIGTERM, time to finish in-flight requests
+timeout = 120  # a worker silent this long is restarted
+# On SIGTERM, time to finish in-flight requests: the longest is a ?wait=true request.
+graceful_timeout = max(30, int(_settings.wait_timeout_max) + 5)
 keepalive = 5  # seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)
 # gunicorn's limit_request_* settings do not apply here: uvicorn (httptools) parses the
 # requests, and ingest/http_guard.py enforces EVENTS_MAX_HEADER_BYTES / EVENTS_CLIENT_TIMEOUT.

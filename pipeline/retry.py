@@ -1,4 +1,4 @@
-"""Exponential back-off with full jitter."""
+"""Exponential back-off with jitter: each delay is drawn between half and all of the cap."""
 
 from __future__ import annotations
 

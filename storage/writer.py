@@ -124,8 +124,8 @@ async def create_writer_pool(url: str, *, size: int) -> asyncpg.Pool:
         max_size=size,
         init=init_writer_connection,
         server_settings=WRITER_SETTINGS,
-        # No cached plans: the staging table's size changes from batch to batch and a
-        # generic plan made for a small batch would be kept for a large one.
+        # No cached plans: the temp tables' sizes change from batch to batch and a generic
+        # plan made for a small batch would be kept for a large one.
         statement_cache_size=0,
         command_timeout=300,
     )

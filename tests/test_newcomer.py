@@ -9,6 +9,7 @@ events end to end. The test command is the one `.ci/run` calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -47,7 +48,8 @@ async def test_the_run_command_works_in_a_clean_checkout(
 ) -> None:
     run_command = quick_start_commands()[0]
     checkout = tmp_path / "checkout"
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         ["git", "clone", "--quiet", "--depth", "1", f"file://{ROOT}", str(checkout)],
         check=True,
         timeout=120,
@@ -81,10 +83,8 @@ async def test_the_run_command_works_in_a_clean_checkout(
         ready = False
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
             while time.monotonic() < deadline and proc.poll() is None:
-                try:
+                with contextlib.suppress(httpx.TransportError):
                     ready = (await http.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    pass
                 if ready:
                     break
                 await asyncio.sleep(0.5)

@@ -5,7 +5,7 @@
   writers go on with other micro-batches (``EVENTS_WORKER_CONCURRENCY``).
 - A lost connection or a server that is down (``DatabaseDown``), and contention (deadlock,
   serialization failure, lock timeout: ``Contention``) are retried for as long as it
-  takes: they say nothing about the data. Any other failure (a deadlock, a trigger or
+  takes: they say nothing about the data. Any other failure (a trigger or
   constraint the operator added, ...) counts an attempt; after ``EVENTS_MAX_ATTEMPTS`` the
   micro-batch is treated as suspect.
 - Data the database refuses (``BadData``) and suspect micro-batches are isolated by
