@@ -3,9 +3,13 @@
 - ``EVENTS_MAX_HEADER_BYTES``: the request line plus headers may be at most this large;
   beyond it the client gets a 431 and the connection is closed, before the app sees it.
 - ``EVENTS_CLIENT_TIMEOUT``: a connection must deliver a request's headers within this
-  many seconds of opening (or of the previous response); otherwise 408 and close. The body
-  has the same bound inside the app (``ingest.body.read_body``). Together they stop a slow
-  client (slowloris) from holding a connection slot forever.
+  many seconds of opening (or of the previous response), and the request's body within
+  this many seconds (plus one) of its headers; otherwise 408 (or, once an answer was sent,
+  a plain close). ``POST /events`` bounds its body the same way inside the app
+  (``ingest.body.read_body``) with a structured 408; the protocol's body timer is the
+  backstop for every route, including those that answer before reading the body (401,
+  404, ...). Together they stop a slow client (slowloris) from holding a connection slot
+  forever. The time the app takes to answer is never bounded here.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._in_message = False  # between a request's first byte and its last
 
     # Timer: armed while waiting for a request's headers.
     def _arm_header_timer(self) -> None:
@@ -56,6 +62,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.header_timeout + 1, self._body_timed_out)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            self._refuse(
+                b"408 Request Timeout",
+                "request_timeout",
+                f"the request body was not received within {self.header_timeout:g} s",
+            )
+            return
+        # An answer is already on its way (the app did not need the body): no more
+        # requests on this connection, and close it once the answer is out.
+        cycle.keep_alive = False
+        if cycle.response_complete and not self.transport.is_closing():
+            self.transport.close()
 
     def _headers_timed_out(self) -> None:
         self._header_timer = None
@@ -76,6 +107,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -105,6 +137,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Parser callbacks
     def on_message_begin(self) -> None:
         self._header_bytes = 0
+        self._in_message = True
         super().on_message_begin()
 
     def _count(self, size: int) -> None:
@@ -123,10 +156,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
         super().on_headers_complete()
+        if not self.transport.is_closing():
+            self._arm_body_timer()
 
     def on_message_complete(self) -> None:
+        self._in_message = False
+        self._cancel_body_timer()
         super().on_message_complete()
-        if not self.transport.is_closing():
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle again (nothing pipelined, the request fully read): the next request's
+        # headers are due within the timeout. While the app works, nothing is armed.
+        if not self.transport.is_closing() and not self.pipeline and not self._in_message:
             self._arm_header_timer()
 
 

@@ -268,6 +268,59 @@ async def test_header_abuse_and_slow_clients_on_the_real_server(
     assert ok[0].startswith(b"HTTP/1.1 200")
 
 
+def _trickle_after_answer(port: int) -> tuple[bytes, float]:
+    """Unauthenticated POST with a large Content-Length: read the 401, then keep sending a
+    byte every 0.2 s. Returns the answer and the seconds until the server closed."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n["
+        )
+        answer = sock.recv(65536)
+        sock.settimeout(0.2)
+        while time.monotonic() - started < 20:
+            try:
+                sock.sendall(b" ")
+                if sock.recv(65536) == b"":
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    return answer, time.monotonic() - started
+
+
+async def test_slow_answers_are_not_cut_off_but_slow_bodies_are(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The client timeout bounds what the client sends, never how long the app works."""
+    port = free_port()
+    proc = start_api(settings, tmp_path / "api.log", port, EVENTS_CLIENT_TIMEOUT="1")
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            started = time.monotonic()
+            # No worker runs: the request waits its whole timeout, beyond the client timeout.
+            slow = await http.post(
+                "/events?wait=true&timeout=2.5",
+                json=[new_event()],
+                headers={"X-API-Key": API_KEY},
+            )
+            took = time.monotonic() - started
+            # The same keep-alive connection still works afterwards.
+            again = await http.get("/healthz")
+        answer, closed_after = await asyncio.to_thread(_trickle_after_answer, port)
+    finally:
+        assert proc.stop() == 0
+    assert slow.status_code == 202, slow.text
+    assert slow.json()["committed"] is False
+    assert took >= 2.4
+    assert again.status_code == 200
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert closed_after < 5  # 1 s + 1 s of grace, not the 20 s the client would go on
+
+
 async def test_metrics_are_summed_over_gunicorn_workers_and_the_worker(
     settings: Settings, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
