@@ -21,7 +21,8 @@ class StorageUnavailable(StorageError, TransientError):
 
 
 class DatabaseDown(StorageUnavailable):
-    """The connection itself failed (server down, restarting, backend terminated).
+    """The server or its set-up failed: connection lost, server down or restarting, backend
+    terminated, a read-only standby, a missing table or permission, I/O errors.
 
     Never the data's fault: a write failing this way is retried for as long as it takes,
     and never counts towards ``EVENTS_MAX_ATTEMPTS``.
@@ -39,35 +40,36 @@ class BadData(StorageError, TerminalError):
     """PostgreSQL refused the data itself; the same rows will fail again."""
 
 
-# SQLSTATE classes worth retrying: connection exceptions, transaction rollbacks
-# (serialization failure, deadlock), insufficient resources, operator intervention
-# (admin shutdown, crash recovery), system errors.
-_TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}
-# Connection exceptions and operator intervention that ends the session (admin/crash
-# shutdown, cannot connect now), and running out of resources: the server, not the rows.
-_DOWN_CLASSES = {"08", "53"}
-_DOWN_CODES = {"57P01", "57P02", "57P03", "57P04", "57P05"}
-# Lock not available / query cancelled by a timeout.
-_TRANSIENT_CODES = {"55P03", "57014"}
+# The server or its set-up is at fault, never the rows (retried for as long as it takes,
+# not counted towards EVENTS_MAX_ATTEMPTS): connection exceptions (08), invalid
+# transaction state such as a read-only standby after a failover (25), authorization (28),
+# missing database/schema (3D, 3F), undefined objects and permissions (42), insufficient
+# resources (53), object not in prerequisite state (55), operator intervention (57:
+# admin/crash shutdown, cannot connect now), system errors such as I/O (58).
+_DOWN_CLASSES = {"08", "25", "28", "3D", "3F", "42", "53", "55", "57", "58"}
+# Concurrency: deadlocks and serialization failures (40), lock not available, a query
+# cancelled by a timeout. Also never the rows.
+_CONTENTION_CODES = {"55P03", "57014"}
+_CONTENTION_CLASSES = {"40"}
 # Data exceptions, integrity violations, program limits: the rows are at fault.
 _DATA_CLASSES = {"22", "23", "54"}
 
 
 def classify(ex: BaseException) -> StorageError:
-    """Map a driver exception to ``StorageUnavailable`` or ``BadData`` (raise it ``from ex``)."""
+    """Map a driver exception to ``DatabaseDown``, ``Contention``, ``BadData`` or (anything
+    else, which may follow one message: a trigger's RAISE, an internal error)
+    ``StorageUnavailable``, which counts towards EVENTS_MAX_ATTEMPTS. Raise it ``from ex``.
+    """
     if isinstance(ex, asyncpg.PostgresError):
         code = str(getattr(ex, "sqlstate", "") or "")
-        if code in _DOWN_CODES or code[:2] in _DOWN_CLASSES:
-            return DatabaseDown(f"PostgreSQL {code}: {type(ex).__name__}")
-        if code in _TRANSIENT_CODES or code[:2] == "40":
+        if code in _CONTENTION_CODES or code[:2] in _CONTENTION_CLASSES:
             return Contention(f"PostgreSQL {code}: {type(ex).__name__}")
-        if code[:2] in _TRANSIENT_CLASSES:
-            return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}")
+        if code[:2] in _DOWN_CLASSES:
+            return DatabaseDown(f"PostgreSQL {code}: {type(ex).__name__}: {str(ex)[:300]}")
         if code[:2] in _DATA_CLASSES:
             return BadData(f"PostgreSQL {code}: {ex}")
-        # Anything else (undefined table, permissions, a trigger's RAISE, ...) is retried;
-        # it counts towards EVENTS_MAX_ATTEMPTS. The server's message (never its DETAIL,
-        # which may quote row values) says what to fix.
+        # The server's message (never its DETAIL, which may quote row values) says what
+        # to fix.
         return StorageUnavailable(f"PostgreSQL {code}: {type(ex).__name__}: {str(ex)[:300]}")
     if isinstance(
         ex,
