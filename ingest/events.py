@@ -25,7 +25,7 @@ from ingest.body import decode_content, read_body
 from ingest.errors import ApiError, bad_request, too_large, unavailable
 from ingest.idempotency import Replay, fingerprint
 from ingest.media import SOURCES, decode_batch, media_type
-from ingest.ratelimit import Decision, RedisUnavailable
+from ingest.ratelimit import Charge, RedisUnavailable
 from ingest.runtime import Runtime
 from ingest.validate import Limits, ValidatedBatch
 from pipeline.message import BatchMeta, amqp_headers, encode_message
@@ -165,13 +165,20 @@ class EventsResource:
                 "message": "none of the events is valid; see rejected",
             }
             return 400, answer, {}
-        headers = await self._charge(key_id, batch)
+        headers, charge = await self._charge(key_id, batch)
         meta = BatchMeta(batch_id=uuid7(), received_at=now, key_id=key_id, source=SOURCES[media])
         answer["batch_id"] = str(meta.batch_id)
         commits = self._runtime.commits
-        if wait:
-            await commits.expect(meta.batch_id)
-        await self._publish(batch, meta, now)
+        try:
+            if wait:
+                await commits.expect(meta.batch_id)
+            await self._publish(batch, meta, now)
+        except BaseException:
+            # Not accepted after all (broker down, queue full, ...): the retry must not
+            # pay twice.
+            if charge is not None:
+                await self._runtime.limiter.refund(charge)
+            raise
         metrics.EVENTS_ACCEPTED.inc(batch.accepted)
         if not wait:
             return 202, answer, headers
@@ -182,14 +189,18 @@ class EventsResource:
         answer.update(committed=True, inserted=committed.inserted, duplicates=committed.duplicates)
         return 200, answer, headers
 
-    async def _charge(self, key_id: str, batch: ValidatedBatch) -> dict[str, str]:
-        """Take the request's events from the key's rate-limit buckets (headers to send)."""
+    async def _charge(
+        self, key_id: str, batch: ValidatedBatch
+    ) -> tuple[dict[str, str], Charge | None]:
+        """Take the request's events from the key's rate-limit buckets: the headers to send,
+        and what was taken (to give back if the batch is not accepted after all)."""
         limiter = self._runtime.limiter
         if not limiter.enabled:
-            return {}
-        decision: Decision | None = await self._redis(limiter.check(key_id, batch.received))
-        if decision is None:
-            return {}
+            return {}, None
+        outcome = await self._redis(limiter.check(key_id, batch.received))
+        if outcome is None:
+            return {}, None
+        decision, charge = outcome
         if decision.too_large:
             metrics.RATE_LIMITED.labels(reason="too_large").inc()
             raise too_large(
@@ -207,7 +218,7 @@ class EventsResource:
                 headers=decision.headers(),
                 retry_after=decision.retry_after,
             )
-        return decision.headers()
+        return decision.headers(), charge
 
     async def _publish(self, batch: ValidatedBatch, meta: BatchMeta, now: datetime) -> None:
         payload = encode_message(batch.table, meta)

@@ -9,6 +9,7 @@ could never pass: it is a 413, not a 429 forever.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -17,29 +18,54 @@ import redis.exceptions
 
 from core.config import Settings
 
-# KEYS[1] bucket; ARGV: rate (tokens/s), burst, cost. Returns {allowed, tokens left, wait s}.
+# KEYS: one or two buckets; ARGV: rate, burst, cost for each. Both are refilled, and the
+# costs are taken from all of them or from none (a request refused by one bucket costs
+# nothing in the other). Returns {refused bucket (0: none), tokens left in each, wait s}.
 _TAKE = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil then tokens = burst; ts = now end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local wait = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  wait = (cost - tokens) / rate
+local n = #KEYS
+local tokens, refused, wait = {}, 0, 0
+for i = 1, n do
+  local rate = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local have = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if have == nil then have = burst; ts = now end
+  have = math.min(burst, have + math.max(0, now - ts) * rate)
+  tokens[i] = have
+  if have < cost and refused == 0 then
+    refused = i
+    wait = (cost - have) / rate
+  end
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)
-return {allowed, tostring(tokens), tostring(wait)}
+local out = {refused}
+for i = 1, n do
+  local rate = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  if refused == 0 then tokens[i] = tokens[i] - tonumber(ARGV[3 * i]) end
+  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i]), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil(burst / rate * 1000) + 60000)
+  out[i + 1] = tostring(tokens[i])
+end
+out[n + 2] = tostring(wait)
+return out
+"""
+
+# KEYS: buckets; ARGV: burst, cost for each. Give back what a request took (capped at the
+# burst) when it was not accepted after all (the broker refused it).
+_REFUND = """
+for i = 1, #KEYS do
+  local burst = tonumber(ARGV[2 * i - 1])
+  local have = tonumber(redis.call('HGET', KEYS[i], 'tokens'))
+  if have ~= nil then
+    have = math.min(burst, have + tonumber(ARGV[2 * i]))
+    redis.call('HSET', KEYS[i], 'tokens', tostring(have))
+  end
+end
+return 1
 """
 
 REDIS_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
@@ -77,12 +103,21 @@ class Decision:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a request took, to give back if it is not accepted after all."""
+
+    keys: tuple[str, ...]
+    args: tuple[float, ...]  # burst, cost for each key
+
+
 class RateLimiter:
     """Token buckets per key id; ``None`` from ``check`` when no limit applies."""
 
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self._client = client
         self._take = client.register_script(_TAKE)
+        self._refund = client.register_script(_REFUND)
         self._prefix = f"{settings.queue_prefix}:rl"
         self._default = _bucket(settings.rate_limit, settings.rate_burst)
         self._overrides = {k: _bucket(r, b) for k, (r, b) in settings.rate_limit_overrides.items()}
@@ -100,35 +135,49 @@ class RateLimiter:
             or any(b is not None for b in self._overrides.values())
         )
 
-    async def check(self, key_id: str, events: int) -> Decision | None:
-        """Take ``events`` tokens (and one request token) for ``key_id``."""
-        bucket = self.bucket_for(key_id)
-        decision = None
-        if bucket is not None:
-            if events > bucket.burst:
-                return Decision(False, bucket.burst, bucket.burst, 0, 0, too_large=True)
-            decision = await self._apply(f"{self._prefix}:events:{key_id}", bucket, events)
-        if self._requests is not None and (decision is None or decision.allowed):
-            per_request = await self._apply(f"{self._prefix}:requests:{key_id}", self._requests, 1)
-            if decision is None or not per_request.allowed:
-                decision = per_request
-        return decision
+    async def check(self, key_id: str, events: int) -> tuple[Decision, Charge] | None:
+        """Take ``events`` tokens and one request token for ``key_id``, both or neither.
 
-    async def _apply(self, key: str, bucket: Bucket, cost: int) -> Decision:
+        The decision's headers describe the events bucket (the requests bucket when only
+        that one applies, or when it refused).
+        """
+        bucket = self.bucket_for(key_id)
+        if bucket is not None and events > bucket.burst:
+            return Decision(False, bucket.burst, bucket.burst, 0, 0, too_large=True), Charge((), ())
+        buckets: list[tuple[str, Bucket, int]] = []
+        if bucket is not None:
+            buckets.append((f"{self._prefix}:events:{key_id}", bucket, events))
+        if self._requests is not None:
+            buckets.append((f"{self._prefix}:requests:{key_id}", self._requests, 1))
+        if not buckets:
+            return None
+        keys = [k for k, _, _ in buckets]
+        args = [v for _, b, cost in buckets for v in (b.rate, b.burst, cost)]
         try:
-            allowed, left, wait = await self._take(
-                keys=[key], args=[bucket.rate, bucket.burst, cost]
-            )
+            result = await self._take(keys=keys, args=args)
         except REDIS_ERRORS as ex:
             raise RedisUnavailable(type(ex).__name__) from ex
-        tokens = float(left)
-        return Decision(
-            allowed=bool(int(allowed)),
-            limit=bucket.burst,
+        refused = int(result[0])
+        wait = float(result[-1])
+        shown = refused - 1 if refused else 0
+        _, shown_bucket, _ = buckets[shown]
+        tokens = float(result[1 + shown])
+        decision = Decision(
+            allowed=refused == 0,
+            limit=shown_bucket.burst,
             remaining=max(0, int(tokens)),
-            reset=math.ceil((bucket.burst - tokens) / bucket.rate),
-            retry_after=max(1, math.ceil(float(wait))),
+            reset=math.ceil((shown_bucket.burst - tokens) / shown_bucket.rate),
+            retry_after=max(1, math.ceil(wait)),
         )
+        charge = Charge(tuple(keys), tuple(v for _, b, cost in buckets for v in (b.burst, cost)))
+        return decision, charge
+
+    async def refund(self, charge: Charge) -> None:
+        """Give back what ``check`` took (best effort: Redis may be gone)."""
+        if not charge.keys:
+            return
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._refund(keys=list(charge.keys), args=list(charge.args))
 
 
 def _bucket(rate: float, burst: int) -> Bucket | None:

@@ -343,3 +343,38 @@ async def test_metrics_count_what_happened(settings: Settings) -> None:
     assert delta("publish_duration_seconds_count") == 1
     assert sample(after, "queue_messages", queue=settings.queue_name) == 1
     assert sample(after, "queue_messages", queue=settings.dead_letter_queue_name) == 0
+
+
+async def bucket_tokens(client: aioredis.Redis, settings: Settings, kind: str) -> float:
+    from ingest.auth import key_id
+
+    raw = await client.hget(f"{settings.queue_prefix}:rl:{kind}:{key_id(API_KEY)}", "tokens")
+    return float(raw)
+
+
+async def test_a_request_refused_by_one_bucket_costs_nothing_in_the_other(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    both = settings.with_overrides(rate_limit=0.001, rate_burst=100, rate_limit_rpm=2)
+    async with conductor(both) as c:
+        codes = [
+            (await c.simulate_post("/events", body=events(30), headers=JSON)) for _ in range(3)
+        ]
+    assert [r.status_code for r in codes] == [202, 202, 429]
+    assert codes[2].headers["ratelimit-limit"] == "2"  # the requests bucket refused it
+    assert round(await bucket_tokens(redis_keys, both, "events")) == 40  # 100 - 2 x 30
+
+
+async def test_a_batch_the_broker_refuses_is_not_charged(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    limited = settings.with_overrides(rate_limit=0.001, rate_burst=1000, queue_max_messages=1)
+    async with conductor(limited) as c:
+        answers = []
+        for _ in range(4):
+            answers.append(await c.simulate_post("/events", body=events(10), headers=JSON))
+    accepted = [a for a in answers if a.status_code == 202]
+    assert [a.status_code for a in answers[len(accepted) :]] == [503] * (4 - len(accepted))
+    assert len(accepted) in (1, 2)
+    # Only the accepted requests were charged: the 503s were given back.
+    assert round(await bucket_tokens(redis_keys, limited, "events")) == 1000 - 10 * len(accepted)
