@@ -13,6 +13,7 @@ a Lua script that checks the mark still belongs to this request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -25,7 +26,6 @@ import redis.asyncio as aioredis
 from ingest.errors import ApiError
 from ingest.ratelimit import REDIS_ERRORS, RedisUnavailable
 
-IN_FLIGHT_SECONDS = 180  # longer than the slowest request (publish + ?wait=true timeout)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 # KEYS[1]; ARGV: token, record. Replace the record only if the mark is still ours.
@@ -68,8 +68,13 @@ def fingerprint(*parts: bytes | str | None) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, client: aioredis.Redis, *, prefix: str, ttl: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str, ttl: int, in_flight_seconds: int = 180
+    ) -> None:
+        """``in_flight_seconds`` must outlast the slowest request (see ``ingest/runtime.py``):
+        an in-flight mark that expired early would let a concurrent retry run too."""
         self._client = client
+        self._in_flight = in_flight_seconds
         self._finish = client.register_script(_FINISH)
         self._prefix = f"{prefix}:idem"
         self._ttl = ttl
@@ -91,7 +96,7 @@ class IdempotencyStore:
             {"state": "in_flight", "token": token, "fingerprint": request_fingerprint}
         )
         try:
-            if await self._client.set(redis_key, pending, nx=True, ex=IN_FLIGHT_SECONDS):
+            if await self._client.set(redis_key, pending, nx=True, ex=self._in_flight):
                 return Claim(redis_key, token, request_fingerprint)
             raw = await self._client.get(redis_key)
         except REDIS_ERRORS as ex:
@@ -129,8 +134,11 @@ class IdempotencyStore:
                     "headers": headers,
                 }
             )
-        try:
-            await self._finish(keys=[claim.redis_key], args=[claim.token, record, self._ttl])
-        except REDIS_ERRORS:
-            # The in-flight mark expires by itself; nothing else to undo.
-            return
+        for attempt in range(3):
+            try:
+                await self._finish(keys=[claim.redis_key], args=[claim.token, record, self._ttl])
+                return
+            except REDIS_ERRORS:
+                # A blip: try again shortly. If Redis stays away the in-flight mark expires
+                # by itself (meanwhile the same key answers 409).
+                await asyncio.sleep(0.1 * (attempt + 1))

@@ -49,7 +49,13 @@ class Runtime:
         )
         self.limiter = RateLimiter(settings, self.redis)
         self.idempotency = IdempotencyStore(
-            self.redis, prefix=settings.queue_prefix, ttl=settings.idempotency_ttl
+            self.redis,
+            prefix=settings.queue_prefix,
+            ttl=settings.idempotency_ttl,
+            # The slowest request: the body, the publish confirm and a ?wait=true, plus slack.
+            in_flight_seconds=int(
+                settings.client_timeout + settings.publish_timeout + settings.wait_timeout_max + 60
+            ),
         )
         self._pool: asyncpg.Pool | None = None
         self._commits: CommitWaiter | None = None

@@ -146,7 +146,9 @@ class DeadLetterQueue:
 
     async def show(self, message_id: str, events: int | None = 20) -> dict[str, Any] | None:
         async with self._channel() as (_, queue):
-            for message in await self._take_all(queue):
+            # Taken one by one until the match (each stays unacked until the channel closes,
+            # then returns to the DLQ): never the whole queue in memory.
+            while (message := await queue.get(no_ack=False, fail=False, timeout=5)) is not None:
                 if message.message_id == message_id:
                     out = describe(message).as_dict()
                     out["headers"] = {

@@ -378,3 +378,19 @@ async def test_a_batch_the_broker_refuses_is_not_charged(
     assert len(accepted) in (1, 2)
     # Only the accepted requests were charged: the 503s were given back.
     assert round(await bucket_tokens(redis_keys, limited, "events")) == 1000 - 10 * len(accepted)
+
+
+async def test_the_in_flight_mark_outlasts_the_slowest_request(
+    settings: Settings, redis_keys: aioredis.Redis
+) -> None:
+    from ingest.runtime import Runtime
+
+    patient = settings.with_overrides(wait_timeout_max=600.0)
+    runtime = Runtime(patient)
+    try:
+        claim = await runtime.idempotency.begin("key_x", "k-1", "fingerprint")
+        ttl = await redis_keys.ttl(claim.redis_key)
+    finally:
+        await runtime.redis.aclose()
+    slowest = patient.client_timeout + patient.publish_timeout + patient.wait_timeout_max
+    assert ttl > slowest
