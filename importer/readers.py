@@ -14,7 +14,7 @@ they are record numbers (the physical line when no field contains a line break).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -85,8 +85,25 @@ def csv_chunks(
         stream.seek(start)
         offset = start
     columns = [n for n in names if n in KNOWN]
-    buffer = b""
     number, line = first_chunk, first_line
+    for body, resume_at in _record_blocks(
+        stream, chunk_bytes, offset, lambda b: _csv_boundary(b, len(b))
+    ):
+        chunk = _parse_csv(
+            header, body, columns, number=number, first_line=line, resume_at=resume_at
+        )
+        line = chunk.next_line
+        number += 1
+        yield chunk
+
+
+def _record_blocks(
+    stream: IO[bytes], chunk_bytes: int, offset: int, boundary: Callable[[bytes], int]
+) -> Iterator[tuple[bytes, int]]:
+    """Blocks of whole records read ``chunk_bytes`` at a time, each with the byte offset
+    just after it (where a resumed import starts). ``boundary`` gives the end of the last
+    whole record in a buffer (0: none yet, one record is longer than a chunk: read on)."""
+    buffer = b""
     eof = False
     while not eof:
         data = stream.read(chunk_bytes)
@@ -94,15 +111,16 @@ def csv_chunks(
         buffer += data
         if not buffer:
             return
-        cut = len(buffer) if eof else _csv_boundary(buffer, len(buffer))
+        cut = len(buffer) if eof else boundary(buffer)
         if cut <= 0:
-            continue  # one record longer than a chunk: read on
+            continue
         body, buffer = buffer[:cut], buffer[cut:]
         offset += len(body)
-        chunk = _parse_csv(header, body, columns, number=number, first_line=line, resume_at=offset)
-        line = chunk.next_line
-        number += 1
-        yield chunk
+        yield body, offset
+
+
+def _line_boundary(buffer: bytes) -> int:
+    return buffer.rfind(b"\n") + 1
 
 
 def _parse_csv(
@@ -167,20 +185,8 @@ def ndjson_chunks(
     if start:
         stream.seek(start)
         offset = start
-    buffer = b""
     number, line = first_chunk, first_line
-    eof = False
-    while not eof:
-        data = stream.read(chunk_bytes)
-        eof = not data
-        buffer += data
-        if not buffer:
-            return
-        cut = len(buffer) if eof else buffer.rfind(b"\n") + 1
-        if cut <= 0:
-            continue
-        body, buffer = buffer[:cut], buffer[cut:]
-        offset += len(body)
+    for body, resume_at in _record_blocks(stream, chunk_bytes, offset, _line_boundary):
         raw_lines = body.split(b"\n")
         if raw_lines and raw_lines[-1] == b"":
             raw_lines.pop()
@@ -197,7 +203,7 @@ def ndjson_chunks(
                 refused.append((line + i, "invalid_json", f"not valid JSON: {ex}"))
         yield Chunk(
             number,
-            offset,
+            resume_at,
             len(items) + len(refused),
             line + len(raw_lines),
             np.array(lines, dtype=np.int64),
