@@ -15,18 +15,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
-import pytest
 
 from core import metrics
 from core.config import Settings
 from core.ids import uuid7
 from ingest.validate import Limits, validate_records
 from pipeline.dead_letter_admin import DeadLetterQueue
-from pipeline.message import BatchMeta, amqp_headers, encode_message
+from pipeline.message import BatchMeta, encode_message
 from pipeline.publisher import Publisher
 from pipeline.topology import Topology
 from tests.conftest import (
@@ -36,29 +33,8 @@ from tests.conftest import (
     wait_for_queue_depth,
     wait_for_rows,
 )
+from tests.pipeline.conftest import NOW, publish
 from tests.services import service_env
-
-NOW = datetime.now(UTC)
-
-
-@pytest.fixture
-async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
-    p = Publisher(settings.rabbitmq_url, Topology.from_settings(settings))
-    await p.start()
-    yield p
-    await p.close()
-
-
-async def publish(publisher: Publisher, events: list[dict[str, object]]) -> BatchMeta:
-    table = validate_records(events, Limits(), NOW).table
-    meta = BatchMeta(batch_id=uuid7(), received_at=NOW, key_id="key_test", source="json")
-    await publisher.publish(
-        encode_message(table, meta),
-        message_id=str(meta.batch_id),
-        timestamp=NOW,
-        headers=amqp_headers(meta, len(events)),
-    )
-    return meta
 
 
 async def test_backend_terminated_mid_copy_is_retried_without_loss_or_doubles(

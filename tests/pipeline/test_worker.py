@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
 import pyarrow as pa
-import pytest
 
 from core.config import Settings
 from core.ids import uuid7
 from ingest.validate import Limits, validate_records
-from pipeline.message import BatchMeta, amqp_headers, encode_message
+from pipeline.message import BatchMeta, encode_message
 from pipeline.publisher import Publisher
-from pipeline.topology import Topology
 from tests.conftest import (
     drain_queue,
     new_event,
@@ -27,30 +23,7 @@ from tests.conftest import (
     wait_for_queue_depth,
     wait_for_rows,
 )
-
-NOW = datetime.now(UTC)
-
-
-def message(events: list[dict[str, object]]) -> tuple[bytes, BatchMeta]:
-    table = validate_records(events, Limits(), NOW).table
-    meta = BatchMeta(batch_id=uuid7(), received_at=NOW, key_id="key_test", source="json")
-    return encode_message(table, meta), meta
-
-
-@pytest.fixture
-async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
-    p = Publisher(settings.rabbitmq_url, Topology.from_settings(settings))
-    await p.start()
-    yield p
-    await p.close()
-
-
-async def publish(publisher: Publisher, events: list[dict[str, object]]) -> BatchMeta:
-    body, meta = message(events)
-    await publisher.publish(
-        body, message_id=str(meta.batch_id), timestamp=NOW, headers=amqp_headers(meta, len(events))
-    )
-    return meta
+from tests.pipeline.conftest import NOW, publish
 
 
 async def test_worker_stores_batches_once_and_acks_them(
