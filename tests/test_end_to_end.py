@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from falcon import testing
 from core.config import Settings
 from tests import sample
 from tests.conftest import API_KEY, running_worker, wait_for_rows
+from tests.services import free_port, service_env
 
 FORMATS: dict[str, tuple[str, Callable[[], bytes]]] = {
     "json": ("application/json", sample.json_body),
@@ -72,26 +71,13 @@ async def test_sample_through_the_whole_path_exactly_once(
     await assert_sample_stored(db, hot=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.e2e
 async def test_real_processes_serve_and_worker(
     settings: Settings, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     """`events serve` (gunicorn, 2 workers) and `events worker` as real processes."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "RABBITMQ_URL": settings.rabbitmq_url,
-        "API_KEY": API_KEY,
-        "EVENTS_QUEUE_PREFIX": settings.queue_prefix,
-        "EVENTS_LOG_FORMAT": "json",
-    }
+    port = free_port()
+    env = service_env(settings)
     events = [sys.executable, "-m", "core.cli"]
     # The service runs as real child processes for the whole test: Popen is the point here.
     api = subprocess.Popen(  # noqa: ASYNC220
