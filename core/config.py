@@ -351,6 +351,47 @@ SETTINGS: tuple[Setting, ...] = (
         "Earliest accepted `occurred_at` (ISO-8601).",
         _utc_date,
     ),
+    Setting(
+        "EVENTS_MAX_JSON_VALUES",
+        "max_json_values",
+        "1000000",
+        "Most JSON values (objects, arrays and separated values, counted from the bytes "
+        "before decoding) in one JSON or NDJSON body: bounds the memory decoding takes "
+        "(413 `too_many_values` beyond it).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_DECODE_PROCESSES",
+        "decode_processes",
+        "1",
+        "Processes per API worker that decode large bodies, so the event loop keeps "
+        "answering meanwhile (started on the first large body).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_DECODE_INLINE_BYTES",
+        "decode_inline_bytes",
+        str(256 * 1024),
+        "Bodies up to this size (after decompression) are decoded on the event loop; "
+        "larger ones in a decoding process.",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_DECODE_BUDGET_BYTES",
+        "decode_budget_bytes",
+        str(64 * 1024 * 1024),
+        "Body bytes one API process reads and decodes at once (at least "
+        "EVENTS_MAX_BODY_BYTES); a request that does not fit waits, then gets 503 "
+        "`overloaded`.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_DECODE_WAIT_SECONDS",
+        "decode_wait_seconds",
+        "2",
+        "How long a request waits for room in the decode budget before the 503.",
+        _non_negative_float,
+    ),
     # Waiting for commit
     Setting(
         "EVENTS_WAIT_TIMEOUT",
@@ -530,6 +571,11 @@ class Settings:
     max_event_type_length: int
     max_future_seconds: int
     min_occurred_at: datetime
+    max_json_values: int
+    decode_processes: int
+    decode_inline_bytes: int
+    decode_budget_bytes: int
+    decode_wait_seconds: float
     wait_timeout: float
     wait_timeout_max: float
     batch_max_rows: int
@@ -604,6 +650,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     if settings.wait_timeout > settings.wait_timeout_max:
         raise ConfigError("EVENTS_WAIT_TIMEOUT must not exceed EVENTS_WAIT_TIMEOUT_MAX")
+    if settings.decode_budget_bytes < settings.max_body_bytes:
+        raise ConfigError("EVENTS_DECODE_BUDGET_BYTES must be at least EVENTS_MAX_BODY_BYTES")
     return settings
 
 

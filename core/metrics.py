@@ -46,6 +46,12 @@ REDIS_ERRORS = Counter(
     "redis_errors_total", "Rate-limit / idempotency checks skipped or refused: Redis unreachable"
 )
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays_total", "Answers replayed for an Idempotency-Key")
+DECODED_OFF_LOOP = Counter(
+    "decode_offloaded_total", "Request bodies decoded in a decoding process (large bodies)"
+)
+DECODE_REFUSED = Counter(
+    "decode_budget_refusals_total", "Requests refused with 503 overloaded: decode budget full"
+)
 
 # The worker
 EVENTS_INSERTED = Counter("events_inserted_total", "Events stored in PostgreSQL")

@@ -15,6 +15,10 @@ import pyarrow as pa
 
 from ingest.errors import bad_request, too_large
 
+# Record-batch and dictionary messages in one body: each becomes a chunk with its own
+# C++ objects, so a body of a hundred thousand one-row batches costs far more than its bytes.
+MAX_MESSAGES = 10_000
+
 # Flatbuffer field ids (format/Message.fbs): Message.header = 2;
 # RecordBatch.buffers = 2, RecordBatch.compression = 3; DictionaryBatch.data = 1.
 _MESSAGE_HEADER = 2
@@ -85,8 +89,9 @@ def _declared_bytes(message: pa.ipc.Message) -> int:
     return total
 
 
-def read_arrow(body: bytes, max_bytes: int) -> pa.Table:
-    """The table in an Arrow IPC *stream* body, refused if it would exceed ``max_bytes``."""
+def read_arrow(body: bytes, max_bytes: int, max_events: int | None = None) -> pa.Table:
+    """The table in an Arrow IPC *stream* body, refused if it would exceed ``max_bytes``
+    (or hold more than ``max_events`` rows, checked before the data is validated)."""
     if body[:6] == b"ARROW1":
         raise bad_request(
             "invalid_arrow",
@@ -97,6 +102,12 @@ def read_arrow(body: bytes, max_bytes: int) -> pa.Table:
     try:
         _check_declared_sizes(buffer, max_bytes)
         table = pa.ipc.open_stream(buffer).read_all()
+        if max_events is not None and table.num_rows > max_events:
+            raise too_large(
+                "too_many_events",
+                f"{table.num_rows} events in one request; the limit is {max_events}",
+                limit=max_events,
+            )
         if table.nbytes > max_bytes:  # what was actually allocated, whatever was declared
             raise too_large(
                 "body_too_large",
@@ -113,13 +124,21 @@ def read_arrow(body: bytes, max_bytes: int) -> pa.Table:
 
 def _check_declared_sizes(buffer: pa.Buffer, max_bytes: int) -> None:
     reader = pa.ipc.MessageReader.open_stream(buffer)
-    total = 0
+    total = messages = 0
     while True:
         try:
             message = reader.read_next_message()
         except StopIteration:
             return
         if message.type in ("record batch", "dictionary"):
+            messages += 1
+            if messages > MAX_MESSAGES:
+                raise too_large(
+                    "too_many_batches",
+                    f"more than {MAX_MESSAGES} record batches in one body; send fewer, larger "
+                    "batches",
+                    limit=MAX_MESSAGES,
+                )
             total += _declared_bytes(message)
             if total > max_bytes:
                 raise too_large(

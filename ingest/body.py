@@ -22,10 +22,31 @@ _MAX_GZIP_MEMBERS = 1000
 _RATIO_SLACK = 1 << 20
 
 
+class DecompressedTooLarge(ApiError):
+    """A body that inflates beyond the limit it was inflated with (413)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            413,
+            "body_too_large",
+            f"the decompressed body is larger than {max_bytes} bytes",
+            limit=max_bytes,
+        )
+
+
 def _too_large(max_bytes: int, what: str) -> Exception:
+    if what == "decompressed":
+        return DecompressedTooLarge(max_bytes)
     return too_large(
         "body_too_large", f"the {what} body is larger than {max_bytes} bytes", limit=max_bytes
     )
+
+
+def decompressed_limit(size: int, max_bytes: int, max_ratio: int) -> int:
+    """The most a compressed body of ``size`` bytes may inflate to."""
+    if max_ratio > 0:
+        return min(max_bytes, max_ratio * size + _RATIO_SLACK)
+    return max_bytes
 
 
 async def read_body(
@@ -79,8 +100,7 @@ def decode_content(
     """
     if not content_encoding:
         return body
-    if max_ratio > 0:
-        max_bytes = min(max_bytes, max_ratio * len(body) + _RATIO_SLACK)
+    max_bytes = decompressed_limit(len(body), max_bytes, max_ratio)
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
     for coding in reversed(codings):
         if coding == "identity":

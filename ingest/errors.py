@@ -26,8 +26,22 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.details = details
 
+    def __reduce__(self) -> Any:
+        # Decoding runs in other processes too: the error must survive pickling whole.
+        state = (self.status, self.code, self.message, self.headers, self.details)
+        return _rebuild, (type(self), state)
+
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+def _rebuild(
+    cls: type[ApiError], state: tuple[int, str, str, dict[str, str], dict[str, Any]]
+) -> ApiError:
+    status, code, message, headers, details = state
+    error = ApiError.__new__(cls)
+    ApiError.__init__(error, status, code, message, headers=headers, **details)
+    return error
 
 
 def bad_request(code: str, message: str, **details: Any) -> ApiError:

@@ -1,16 +1,20 @@
 """``POST /events``: read, decode, validate, rate-limit, publish; answer once the broker has it.
 
 The order is chosen so that no work is spent before it is due: the body size is checked
-before reading (Content-Length) and while reading and inflating; an ``Idempotency-Key``
-replay is answered before decoding; the rate limit is charged once the number of events is
-known, before anything is published.
+before reading (Content-Length) and while reading and inflating; the key pays one token
+before its body is read (so refused requests cost it too) and room in the decode budget is
+taken (``ingest/decoder.py``); an ``Idempotency-Key`` replay is answered before decoding;
+the rest of the rate limit is charged once the number of events is known, before anything
+is published.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -21,14 +25,15 @@ import orjson
 from core import metrics
 from core.config import Settings
 from core.ids import uuid7
-from ingest.body import decode_content, read_body
+from ingest.body import read_body
+from ingest.decode_job import DecodeRequest
 from ingest.errors import ApiError, bad_request, too_large, unavailable
 from ingest.idempotency import Replay, fingerprint
-from ingest.media import SOURCES, decode_batch, media_type
-from ingest.ratelimit import Charge, RedisUnavailable
+from ingest.media import SOURCES, media_type
+from ingest.ratelimit import Charge, Decision, RedisUnavailable
 from ingest.runtime import Runtime
-from ingest.validate import Limits, ValidatedBatch
-from pipeline.message import BatchMeta, amqp_headers, encode_message
+from ingest.validate import Limits
+from pipeline.message import BatchMeta, amqp_headers
 from pipeline.publisher import BrokerUnavailable, QueueFull
 
 log = logging.getLogger(__name__)
@@ -84,29 +89,46 @@ class EventsResource:
         s = self._settings
         wait, timeout = self._wait_params(req)
         media = media_type(req.content_type)
-        raw = await read_body(
-            req.stream, req.content_length, s.max_body_bytes, timeout=s.client_timeout
-        )
+        if req.content_length is not None and req.content_length > s.max_body_bytes:
+            raise too_large(
+                "body_too_large",
+                f"the request body is larger than {s.max_body_bytes} bytes",
+                limit=s.max_body_bytes,
+            )
         key_id: str = req.context.key_id
+        # Every request costs its key a token before anything is read, refused or not: a
+        # client whose requests are all refused still runs out of them.
+        admitted = await self._admit(key_id)
         claim = None
-        idempotency_key = req.get_header("Idempotency-Key")
-        if idempotency_key is not None:
-            request = fingerprint(media, req.get_header("Content-Encoding"), raw)
-            outcome = await self._redis(
-                self._runtime.idempotency.begin(key_id, idempotency_key, request)
-            )
-            if isinstance(outcome, Replay):
-                metrics.IDEMPOTENT_REPLAYS.inc()
-                resp.status = outcome.status
-                resp.content_type = falcon.MEDIA_JSON
-                resp.data = outcome.body
-                resp.set_headers({**outcome.headers, "Idempotent-Replayed": "true"})
-                return
-            claim = outcome
         try:
-            status, answer, headers = await self._accept(
-                req, media, raw, wait=wait, timeout=timeout, key_id=key_id
-            )
+            async with self._runtime.decoder.reserve(
+                req.content_length or s.max_body_bytes
+            ) as reservation:
+                raw = await read_body(
+                    req.stream, req.content_length, s.max_body_bytes, timeout=s.client_timeout
+                )
+                reservation.shrink_to(len(raw))
+                idempotency_key = req.get_header("Idempotency-Key")
+                if idempotency_key is not None:
+                    request = fingerprint(media, req.get_header("Content-Encoding"), raw)
+                    outcome = await self._redis(
+                        self._runtime.idempotency.begin(key_id, idempotency_key, request)
+                    )
+                    if isinstance(outcome, Replay):
+                        metrics.IDEMPOTENT_REPLAYS.inc()
+                        resp.status = outcome.status
+                        resp.content_type = falcon.MEDIA_JSON
+                        resp.data = outcome.body
+                        resp.set_headers({**outcome.headers, "Idempotent-Replayed": "true"})
+                        return
+                    claim = outcome
+                status, answer, headers, batch_id = await self._accept(
+                    req, media, raw, wait=wait, key_id=key_id, admitted=admitted
+                )
+            # The body is published (or refused): wait for the commit without holding any
+            # of the decode budget.
+            if batch_id is not None and wait:
+                status = await self._await_commit(batch_id, answer, timeout)
         except ApiError as ex:
             if claim is not None:
                 await self._runtime.idempotency.finish(
@@ -132,24 +154,27 @@ class EventsResource:
         raw: bytes,
         *,
         wait: bool,
-        timeout: float,
         key_id: str,
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        admitted: Admission,
+    ) -> tuple[int, dict[str, Any], dict[str, str], uuid.UUID | None]:
+        """Decode, validate, charge and publish: (status, answer, headers, batch id if
+        published)."""
         s = self._settings
-        body = decode_content(
-            raw,
-            req.get_header("Content-Encoding"),
-            s.max_body_bytes,
-            max_ratio=s.max_compression_ratio,
-        )
         now = self._clock()
-        batch = decode_batch(
-            media,
-            body,
-            limits=self._limits,
-            now=now,
-            max_events=s.max_events_per_request,
-            max_bytes=s.max_body_bytes,
+        meta = BatchMeta(batch_id=uuid7(), received_at=now, key_id=key_id, source=SOURCES[media])
+        batch = await self._runtime.decoder.decode(
+            DecodeRequest(
+                media=media,
+                raw=raw,
+                content_encoding=req.get_header("Content-Encoding"),
+                limits=self._limits,
+                now=now,
+                meta=meta,
+                max_events=s.max_events_per_request,
+                max_values=s.max_json_values,
+                max_bytes=s.max_body_bytes,
+                max_ratio=s.max_compression_ratio,
+            )
         )
         req.context.events = batch.received
         metrics.observe_batch(SOURCES[media], batch)
@@ -159,76 +184,94 @@ class EventsResource:
             "accepted": batch.accepted,
             "rejected": [r.as_dict() for r in batch.rejected],
         }
-        if batch.accepted == 0:
+        if batch.payload is None:
             answer["error"] = {
                 "code": "no_valid_events",
                 "message": "none of the events is valid; see rejected",
             }
-            return 400, answer, {}
-        headers, charge = await self._charge(key_id, batch)
-        meta = BatchMeta(batch_id=uuid7(), received_at=now, key_id=key_id, source=SOURCES[media])
+            return 400, answer, admitted.headers, None
+        headers, charge = await self._charge(key_id, batch.received, admitted)
         answer["batch_id"] = str(meta.batch_id)
         commits = self._runtime.commits
         try:
             if wait:
                 await commits.expect(meta.batch_id)
-            await self._publish(batch, meta, now)
+            await self._publish(batch.payload, batch.accepted, meta, now)
         except BaseException:
             # Not accepted after all (broker down, queue full, ...): the retry must not
             # pay twice.
-            if charge is not None:
-                await self._runtime.limiter.refund(charge)
+            for taken in (admitted.charge, charge):
+                if taken is not None:
+                    await self._runtime.limiter.refund(taken)
             raise
         metrics.EVENTS_ACCEPTED.inc(batch.accepted)
-        if not wait:
-            return 202, answer, headers
-        committed = await commits.wait(meta.batch_id, timeout)
+        return 202, answer, headers, meta.batch_id
+
+    async def _await_commit(
+        self, batch_id: uuid.UUID, answer: dict[str, Any], timeout: float
+    ) -> int:
+        committed = await self._runtime.commits.wait(batch_id, timeout)
         if committed is None:
             answer["committed"] = False
-            return 202, answer, headers
+            return 202
         answer.update(committed=True, inserted=committed.inserted, duplicates=committed.duplicates)
-        return 200, answer, headers
+        return 200
 
-    async def _charge(
-        self, key_id: str, batch: ValidatedBatch
-    ) -> tuple[dict[str, str], Charge | None]:
-        """Take the request's events from the key's rate-limit buckets: the headers to send,
-        and what was taken (to give back if the batch is not accepted after all)."""
-        limiter = self._runtime.limiter
-        if not limiter.enabled:
-            return {}, None
-        outcome = await self._redis(limiter.check(key_id, batch.received))
-        if outcome is None:
-            return {}, None
-        decision, charge = outcome
+    def _refusal(self, decision: Decision, events: int) -> ApiError:
         if decision.too_large:
             metrics.RATE_LIMITED.labels(reason="too_large").inc()
-            raise too_large(
+            return too_large(
                 "rate_limit_exceeds_burst",
-                f"{batch.received} events in one request; this key's rate limit "
+                f"{events} events in one request; this key's rate limit "
                 f"allows at most {decision.limit} at once",
                 limit=decision.limit,
             )
+        metrics.RATE_LIMITED.labels(reason="rate").inc()
+        return ApiError(
+            429,
+            "rate_limited",
+            f"rate limit reached; retry in {decision.retry_after} s",
+            headers=decision.headers(),
+            retry_after=decision.retry_after,
+        )
+
+    async def _admit(self, key_id: str) -> Admission:
+        """One request token and one event token, before the body is read."""
+        limiter = self._runtime.limiter
+        if not limiter.enabled:
+            return Admission(active=False)
+        outcome = await self._redis(limiter.take(key_id, events=1, requests=1))
+        if outcome is None:  # Redis is down and EVENTS_REDIS_FAILURE=open
+            return Admission(active=False)
+        decision, charge = outcome
         if not decision.allowed:
-            metrics.RATE_LIMITED.labels(reason="rate").inc()
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"rate limit reached; retry in {decision.retry_after} s",
-                headers=decision.headers(),
-                retry_after=decision.retry_after,
-            )
+            raise self._refusal(decision, 1)
+        return Admission(active=True, headers=decision.headers(), charge=charge)
+
+    async def _charge(
+        self, key_id: str, events: int, admitted: Admission
+    ) -> tuple[dict[str, str], Charge | None]:
+        """Take the rest of the request's events from the key's events bucket: the headers
+        to send, and what was taken (to give back if the batch is not accepted after all)."""
+        if not admitted.active:
+            return admitted.headers, None
+        limiter = self._runtime.limiter
+        outcome = await self._redis(limiter.take(key_id, events=events - 1, requests=0, of=events))
+        if outcome is None:
+            return admitted.headers, None
+        decision, charge = outcome
+        if not decision.allowed:
+            raise self._refusal(decision, events)
         return decision.headers(), charge
 
-    async def _publish(self, batch: ValidatedBatch, meta: BatchMeta, now: datetime) -> None:
-        payload = encode_message(batch.table, meta)
+    async def _publish(self, payload: bytes, accepted: int, meta: BatchMeta, now: datetime) -> None:
         started = time.perf_counter()
         try:
             await self._runtime.publisher.publish(
                 payload,
                 message_id=str(meta.batch_id),
                 timestamp=now,
-                headers=amqp_headers(meta, batch.accepted),
+                headers=amqp_headers(meta, accepted),
             )
         except QueueFull as ex:
             self._runtime.commits.forget(meta.batch_id)
@@ -246,3 +289,13 @@ class EventsResource:
             ) from ex
         finally:
             metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What taking the request's first token gave: whether limits apply, the headers to
+    send, and what to give back if the broker refuses the batch."""
+
+    active: bool
+    headers: dict[str, str] = field(default_factory=dict)
+    charge: Charge | None = None

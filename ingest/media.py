@@ -12,13 +12,14 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import pyarrow as pa
 
 from ingest.arrow_body import read_arrow
 from ingest.errors import bad_request, too_large, unsupported_media
+from ingest.json_shape import json_shape, ndjson_lines, ndjson_values
 from ingest.validate import Limits, SchemaError, TooLarge, ValidatedBatch, validate_records
 from ingest.validate_arrow import validate_arrow
 
@@ -36,6 +37,9 @@ _MEDIA_TYPES = {
     "application/vnd.apache.arrow.stream": ARROW,
 }
 SOURCES = {JSON: "json", NDJSON: "ndjson", ARROW: "arrow"}
+# JSON values (objects, arrays, separated values) one body may hold: bounds the memory of
+# decoding it (``EVENTS_MAX_JSON_VALUES``).
+DEFAULT_MAX_VALUES = 1_000_000
 
 
 def media_type(content_type: str | None) -> str:
@@ -93,7 +97,36 @@ def _check_count(n: int, max_events: int) -> None:
         raise bad_request("empty_batch", "the request contains no events")
 
 
-def decode_json(body: bytes, limits: Limits, now: datetime, max_events: int) -> ValidatedBatch:
+def _too_many_events(max_events: int) -> NoReturn:
+    raise too_large(
+        "too_many_events",
+        f"more than {max_events} events in one request; the limit is {max_events}",
+        limit=max_events,
+    )
+
+
+def _check_values(n: int, max_values: int) -> None:
+    if n > max_values:
+        raise too_large(
+            "too_many_values",
+            f"the body holds more than {max_values} JSON values (objects, arrays and "
+            "separated values); send fewer or smaller events per request",
+            limit=max_values,
+        )
+
+
+def decode_json(
+    body: bytes,
+    limits: Limits,
+    now: datetime,
+    max_events: int,
+    max_values: int = DEFAULT_MAX_VALUES,
+) -> ValidatedBatch:
+    # Counted from the bytes before any object is built (ingest/json_shape.py).
+    shape = json_shape(body, max_events=max_events, max_values=max_values)
+    if shape.events > max_events:
+        _too_many_events(max_events)
+    _check_values(shape.values, max_values)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as ex:
@@ -107,9 +140,18 @@ def decode_json(body: bytes, limits: Limits, now: datetime, max_events: int) -> 
     return validate_records(events, limits, now)
 
 
-def decode_ndjson(body: bytes, limits: Limits, now: datetime, max_events: int) -> ValidatedBatch:
-    numbered = [(n, line) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
+def decode_ndjson(
+    body: bytes,
+    limits: Limits,
+    now: datetime,
+    max_events: int,
+    max_values: int = DEFAULT_MAX_VALUES,
+) -> ValidatedBatch:
+    numbered = ndjson_lines(body, max_events=max_events)
+    if numbered is None:
+        _too_many_events(max_events)
     _check_count(len(numbered), max_events)
+    _check_values(ndjson_values(body, max_values=max_values), max_values)
     loads = orjson.loads
     pre_refused: dict[int, tuple[str, str]] = {}
     try:
@@ -131,7 +173,7 @@ def decode_ndjson(body: bytes, limits: Limits, now: datetime, max_events: int) -
 def decode_arrow(
     body: bytes, limits: Limits, now: datetime, max_events: int, max_bytes: int
 ) -> ValidatedBatch:
-    table = read_arrow(body, max_bytes)
+    table = read_arrow(body, max_bytes, max_events)
     _check_count(table.num_rows, max_events)
     try:
         return validate_arrow(table, limits, now, max_bytes=max_bytes)
@@ -145,14 +187,21 @@ def decode_arrow(
 
 
 def decode_batch(
-    media: str, body: bytes, *, limits: Limits, now: datetime, max_events: int, max_bytes: int
+    media: str,
+    body: bytes,
+    *,
+    limits: Limits,
+    now: datetime,
+    max_events: int,
+    max_bytes: int,
+    max_values: int = DEFAULT_MAX_VALUES,
 ) -> ValidatedBatch:
     """Decode and validate a (decompressed) body of media type ``media``."""
     if body.startswith(b"\xef\xbb\xbf") and media != ARROW:
         body = body[3:]  # a UTF-8 byte order mark
     with gc_paused():
         if media == JSON:
-            return decode_json(body, limits, now, max_events)
+            return decode_json(body, limits, now, max_events, max_values)
         if media == NDJSON:
-            return decode_ndjson(body, limits, now, max_events)
+            return decode_ndjson(body, limits, now, max_events, max_values)
         return decode_arrow(body, limits, now, max_events, max_bytes)

@@ -3,8 +3,10 @@
 One Lua script takes tokens atomically, with Redis's own clock (so hosts with skewed clocks
 agree). A request costs its number of events in the events bucket (``EVENTS_RATE_LIMIT``
 per second, ``EVENTS_RATE_BURST`` deep) and one token in the requests bucket
-(``RATE_LIMIT`` per minute), when those are set. A request larger than the events bucket
-could never pass: it is a 413, not a 429 forever.
+(``RATE_LIMIT`` per minute), when those are set. The API takes them in two steps: one event
+and the request token before the body is read (so a refused request costs the key too), the
+other events once they are counted. A request larger than the events bucket could never
+pass: it is a 413, not a 429 forever.
 """
 
 from __future__ import annotations
@@ -135,20 +137,23 @@ class RateLimiter:
             or any(b is not None for b in self._overrides.values())
         )
 
-    async def check(self, key_id: str, events: int) -> tuple[Decision, Charge] | None:
-        """Take ``events`` tokens and one request token for ``key_id``, both or neither.
+    async def take(
+        self, key_id: str, *, events: int, requests: int, of: int | None = None
+    ) -> tuple[Decision, Charge] | None:
+        """Take ``events`` event tokens and ``requests`` request tokens for ``key_id``, all or
+        none; ``of`` is the request's whole number of events (413 beyond the burst).
 
-        The decision's headers describe the events bucket (the requests bucket when only
-        that one applies, or when it refused).
+        None when no bucket applies to what is asked. The decision's headers describe the
+        events bucket (the requests bucket when only that one applies, or when it refused).
         """
         bucket = self.bucket_for(key_id)
-        if bucket is not None and events > bucket.burst:
+        if bucket is not None and of is not None and of > bucket.burst:
             return Decision(False, bucket.burst, bucket.burst, 0, 0, too_large=True), Charge((), ())
         buckets: list[tuple[str, Bucket, int]] = []
-        if bucket is not None:
+        if bucket is not None and events > 0:
             buckets.append((f"{self._prefix}:events:{key_id}", bucket, events))
-        if self._requests is not None:
-            buckets.append((f"{self._prefix}:requests:{key_id}", self._requests, 1))
+        if self._requests is not None and requests > 0:
+            buckets.append((f"{self._prefix}:requests:{key_id}", self._requests, requests))
         if not buckets:
             return None
         keys = [k for k, _, _ in buckets]

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from analytics.engine import Analytics
 from core.config import Settings
 from ingest.commits import CommitWaiter
+from ingest.decoder import Decoder
 from ingest.idempotency import IdempotencyStore
 from ingest.ratelimit import REDIS_ERRORS, RateLimiter
 from pipeline.publisher import Publisher
@@ -57,6 +58,12 @@ class Runtime:
                 settings.client_timeout + settings.publish_timeout + settings.wait_timeout_max + 60
             ),
         )
+        self.decoder = Decoder(
+            processes=settings.decode_processes,
+            inline_bytes=settings.decode_inline_bytes,
+            budget_bytes=max(settings.decode_budget_bytes, settings.max_body_bytes),
+            wait_seconds=settings.decode_wait_seconds,
+        )
         self._pool: asyncpg.Pool | None = None
         self._commits: CommitWaiter | None = None
         self.analytics = Analytics(
@@ -90,6 +97,7 @@ class Runtime:
         with contextlib.suppress(*REDIS_ERRORS):
             await self.redis.aclose()
         self.analytics.close()
+        self.decoder.close()
         if self._pool is not None:
             with contextlib.suppress(*_DB_ERRORS):
                 await self._pool.close()

@@ -10,7 +10,9 @@ Accepted column types (anything else refuses the request with 400 ``invalid_arro
   null, booleans, numbers, strings, lists or structs of those.
 
 Sizes are checked before anything expands: a dictionary or string-view column is measured
-(lengths of the values it would produce) before it is decoded.
+(lengths of the values it would produce) before it is decoded, and a struct ``properties``
+column by the JSON text it would become (``ingest/arrow_size.py``: null-typed children and
+empty structs, which carry no buffers, are counted by their lengths) before it is encoded.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.arrow_size import MAX_FIELDS, UnsupportedType, count_fields, json_bytes
 from ingest.validate import (
     EMPTY_OBJECT,
     Describer,
@@ -106,11 +109,23 @@ def _json_encodable(t: pa.DataType) -> bool:
     )
 
 
-def _struct_properties(raw: pa.Array) -> pa.Array:
+def _struct_properties(raw: pa.Array, max_bytes: int) -> pa.Array:
+    fields = count_fields(raw.type)
+    if fields > MAX_FIELDS:
+        raise SchemaError(f"properties struct has {fields} fields; the limit is {MAX_FIELDS}")
     if not _json_encodable(raw.type):
         raise SchemaError(
             f"properties struct has fields that cannot be JSON ({raw.type}); use numbers, "
             "strings, booleans, lists and structs with distinct names"
+        )
+    try:
+        expanded = json_bytes(raw)
+    except UnsupportedType as ex:
+        raise SchemaError(str(ex)) from ex
+    if expanded > max_bytes:
+        raise TooLarge(
+            f"properties would be about {expanded} bytes of JSON once expanded; the limit is "
+            f"{max_bytes}"
         )
     try:
         # PERF: Polars encodes a whole struct column to JSON text in Rust.
@@ -122,7 +137,7 @@ def _struct_properties(raw: pa.Array) -> pa.Array:
     return pc.fill_null(encoded.cast(pa.string()), EMPTY_OBJECT.decode())
 
 
-def _properties(table: pa.Table, refusals: Refusals, max_bytes: int) -> pa.Array:
+def _properties(table: pa.Table, refusals: Refusals, limits: Limits, max_bytes: int) -> pa.Array:
     """properties as JSON text or struct (or properties_json as text) -> JSON object text."""
     names = set(table.column_names)
     name = "properties" if "properties" in names else "properties_json"
@@ -130,12 +145,12 @@ def _properties(table: pa.Table, refusals: Refusals, max_bytes: int) -> pa.Array
         return pa.array([EMPTY_OBJECT.decode()] * table.num_rows, pa.string())
     raw = _plain(table, name, max_bytes)
     if pa.types.is_struct(raw.type):
-        return _struct_properties(raw)
+        return _struct_properties(raw, max_bytes)
     if not pa.types.is_string(raw.type):
         raise SchemaError(f"{name} must be JSON text or a struct, not {raw.type}")
     # JSON text written by the client: parsed once per row to check it (the JSON decode of
     # the Arrow path).
-    return json_object_column(raw, name, refusals)
+    return json_object_column(raw, name, refusals, limits)
 
 
 def validate_arrow(
@@ -184,6 +199,6 @@ def validate_arrow(
         "occurred_at": timestamp_column(occurred_at, refusals, limits, now),
         "user_id": text_column(user_id, "user_id", limits.max_user_id_length, refusals),
         "event_type": text_column(event_type, "event_type", limits.max_event_type_length, refusals),
-        "properties": _properties(table, refusals, max_bytes),
+        "properties": _properties(table, refusals, limits, max_bytes),
     }
     return finish(n, refusals, columns, limits, Describer(event_id, lines))

@@ -1,0 +1,75 @@
+"""One request body from the wire to the queue message: inflate, decode, validate, encode.
+
+A pure function of its arguments, so it runs the same on the event loop (small bodies) and
+in a decoding process (``ingest/decoder.py``): everything it needs travels in
+``DecodeRequest`` and everything it produces in ``DecodedRequest`` (both pickle small: the
+body in, the message out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ingest.body import decode_content
+from ingest.media import decode_batch
+from ingest.validate import Limits, Rejection
+from pipeline.message import BatchMeta, encode_message
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeRequest:
+    """A body as read from the wire and the limits that apply to it."""
+
+    media: str
+    raw: bytes
+    content_encoding: str | None
+    limits: Limits
+    now: datetime
+    meta: BatchMeta  # of the message, should the batch be accepted
+    max_events: int
+    max_values: int
+    max_bytes: int
+    max_ratio: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRequest:
+    """What became of the events: counts, refusals and the queue message (None when no
+    event was accepted)."""
+
+    received: int
+    accepted: int
+    rejected: list[Rejection] = field(default_factory=list)
+    payload: bytes | None = None
+
+
+def decode_request(request: DecodeRequest, *, inflate_limit: int | None = None) -> DecodedRequest:
+    """Inflate, decode and validate ``request``'s body, and encode the accepted events.
+
+    ``inflate_limit`` caps the decompressed size below the body limit (the caller decodes
+    small bodies in-line and hands larger ones on): beyond it ``DecompressedTooLarge`` is
+    raised.
+    """
+    body = decode_content(
+        request.raw,
+        request.content_encoding,
+        request.max_bytes if inflate_limit is None else min(inflate_limit, request.max_bytes),
+        max_ratio=request.max_ratio,
+    )
+    batch = decode_batch(
+        request.media,
+        body,
+        limits=request.limits,
+        now=request.now,
+        max_events=request.max_events,
+        max_values=request.max_values,
+        max_bytes=request.max_bytes,
+    )
+    payload = encode_message(batch.table, request.meta) if batch.accepted else None
+    return DecodedRequest(
+        received=batch.received,
+        accepted=batch.accepted,
+        rejected=batch.rejected,
+        payload=payload,
+    )
