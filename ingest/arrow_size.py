@@ -57,19 +57,21 @@ def json_bytes(array: pa.Array) -> int:
     if pa.types.is_struct(t):
         fields: int = t.num_fields
         keys = sum(len(orjson.dumps(t.field(i).name)) + 1 for i in range(fields))
-        # "{" + "}" + keys with colons + commas between members, for every row.
-        total = n * (2 + keys + max(0, fields - 1))
+        # "{" + "}" + keys with colons + commas between members, for every row ("null" for
+        # a null one is at most two more).
+        total = n * (2 + keys + max(0, fields - 1)) + 2 * int(array.null_count)
         return total + sum(json_bytes(array.field(i)) for i in range(fields))
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         offsets = array.offsets
         first: int = offsets[0].as_py()
         children: int = offsets[n].as_py() - first
-        # "[" + "]" per row and at most one comma per element.
-        return 2 * n + children + json_bytes(array.values.slice(first, children))
+        # "[" + "]" (or "null") per row and at most one comma per element.
+        nulls = 2 * int(array.null_count)
+        return 2 * n + nulls + children + json_bytes(array.values.slice(first, children))
     if pa.types.is_fixed_size_list(t):
         size: int = t.list_size
         child = array.values.slice(array.offset * size, n * size)
-        return 2 * n + n * size + json_bytes(child)
+        return 4 * n + n * size + json_bytes(child)
     raise UnsupportedType(f"cannot measure {t}")
 
 
@@ -95,9 +97,10 @@ def _string_chars(array: pa.Array) -> int:
     ends = np.frombuffer(buffers[1], dtype=f"i{width}", count=n + 1, offset=array.offset * width)
     first, last = int(ends[0]), int(ends[-1])
     data = buffers[2]
+    nulls = 2 * int(array.null_count)  # "null" instead of ""
     if data is None or last == first:
-        return 2 * n
+        return 2 * n + nulls
     view = np.frombuffer(data, dtype=np.uint8, count=last - first, offset=first)
     controls = int(np.count_nonzero(view < 0x20))
     escaped = int(np.count_nonzero((view == 0x22) | (view == 0x5C)))
-    return 2 * n + (last - first) + 5 * controls + escaped
+    return 2 * n + nulls + (last - first) + 5 * controls + escaped
