@@ -8,12 +8,15 @@ body in, the message out).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
+
 from ingest.body import decode_content
 from ingest.media import decode_batch
-from ingest.validate import Limits, Rejection
+from ingest.validate import Limits
 from pipeline.message import BatchMeta, encode_message
 
 
@@ -35,12 +38,18 @@ class DecodeRequest:
 
 @dataclass(frozen=True, slots=True)
 class DecodedRequest:
-    """What became of the events: counts, refusals and the queue message (None when no
-    event was accepted)."""
+    """What became of the events: counts, the refusals (as the JSON array of the answer's
+    ``rejected``, and counted by code), and the queue message (None when no event was
+    accepted).
+
+    PERF: refusals travel as JSON text: 50,000 refusal objects pickled, unpickled and
+    encoded on the event loop stalled it for a quarter of a second.
+    """
 
     received: int
     accepted: int
-    rejected: list[Rejection] = field(default_factory=list)
+    rejected_json: bytes = b"[]"
+    refusals: dict[str, int] = field(default_factory=dict)
     payload: bytes | None = None
 
 
@@ -70,6 +79,7 @@ def decode_request(request: DecodeRequest, *, inflate_limit: int | None = None) 
     return DecodedRequest(
         received=batch.received,
         accepted=batch.accepted,
-        rejected=batch.rejected,
+        rejected_json=orjson.dumps([r.as_dict() for r in batch.rejected]),
+        refusals=dict(Counter(r.code for r in batch.rejected)),
         payload=payload,
     )

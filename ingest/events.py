@@ -177,12 +177,12 @@ class EventsResource:
             )
         )
         req.context.events = batch.received
-        metrics.observe_batch(SOURCES[media], batch)
+        metrics.observe_batch(SOURCES[media], batch.received, batch.refusals)
         answer: dict[str, Any] = {
             "batch_id": None,
             "received": batch.received,
             "accepted": batch.accepted,
-            "rejected": [r.as_dict() for r in batch.rejected],
+            "rejected": orjson.Fragment(batch.rejected_json),
         }
         if batch.payload is None:
             answer["error"] = {
