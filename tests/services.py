@@ -84,9 +84,9 @@ class Process:
             raise
 
 
-def start_api(settings: Settings, log: Path, port: int, **env: str) -> Process:
-    argv = [*EVENTS, "serve", "--no-migrate", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-    return Process(argv, service_env(settings, **env), log)
+def start_api(settings: Settings, log: Path, port: int, *, workers: int = 2, **env: str) -> Process:
+    argv = [*EVENTS, "serve", "--no-migrate", "--bind", f"127.0.0.1:{port}"]
+    return Process([*argv, "--workers", str(workers)], service_env(settings, **env), log)
 
 
 def start_worker(settings: Settings, log: Path, **env: str) -> Process:
