@@ -37,6 +37,8 @@ def _store_errors() -> Iterator[None]:
 
 
 class _StatsResource:
+    required_scope = "read"
+
     def __init__(self, settings: Settings, analytics: Analytics) -> None:
         self._max_days = settings.max_query_days
         self._analytics = analytics

@@ -85,8 +85,45 @@ def _overrides(raw: str) -> dict[str, tuple[float, int]]:
     return out
 
 
+# What a key may do: send events (POST /events and the capture routes), read analytics
+# (/stats/*), operate the service over HTTP.
+SCOPES = ("ingest", "read", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A configured key: its secret and the scopes it grants."""
+
+    secret: str
+    scopes: frozenset[str]
+
+
+def parse_key(raw: str) -> ApiKey:
+    """``KEY`` (every scope) or ``KEY:scope+scope``."""
+    secret, sep, listed = raw.strip().rpartition(":")
+    if not sep:
+        return ApiKey(raw.strip(), frozenset(SCOPES))
+    scopes = [s.strip() for s in listed.split("+")]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not secret or unknown or not scopes:
+        raise ValueError(
+            f"a key is KEY or KEY:scope+scope with scopes {', '.join(SCOPES)}; "
+            f"got scope(s) {'+'.join(unknown) or '(none)'!r}"
+        )
+    return ApiKey(secret, frozenset(scopes))
+
+
 def _keys(raw: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in raw.split(",") if k.strip())
+    entries = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for entry in entries:
+        parse_key(entry)  # refuse a malformed entry when the configuration is loaded
+    return entries
+
+
+def _key(raw: str) -> str:
+    if raw.strip():
+        parse_key(raw)
+    return raw.strip()
 
 
 def _identifier(raw: str) -> str:
@@ -140,9 +177,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Redis connection URL (rate limits and Idempotency-Key, shared by every API process).",
     ),
     # Authentication
-    Setting("API_KEY", "api_key", "", "One API key accepted on every authenticated route."),
     Setting(
-        "API_KEYS", "api_keys_list", "", "Comma-separated API keys, added to `API_KEY`.", _keys
+        "API_KEY",
+        "api_key",
+        "",
+        "One API key, with every scope unless it is written `KEY:scope+scope`.",
+        _key,
+    ),
+    Setting(
+        "API_KEYS",
+        "api_keys_list",
+        "",
+        "Comma-separated API keys, added to `API_KEY`: each `KEY` (every scope) or "
+        "`KEY:scope+scope`, scopes `ingest` (send events), `read` (analytics), `admin`.",
+        _keys,
     ),
     Setting(
         "EVENTS_ALLOW_NO_AUTH",
@@ -601,9 +649,17 @@ class Settings:
 
     @property
     def api_keys(self) -> tuple[str, ...]:
-        """Every configured key, `API_KEY` first, without repeats."""
-        keys = ((self.api_key,) if self.api_key else ()) + self.api_keys_list
-        return tuple(dict.fromkeys(keys))
+        """Every configured key's secret, `API_KEY` first, without repeats."""
+        return tuple(dict.fromkeys(k.secret for k in self.keys))
+
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        """Every configured key with its scopes (a secret listed twice: the union)."""
+        entries = ((self.api_key,) if self.api_key else ()) + self.api_keys_list
+        scopes: dict[str, frozenset[str]] = {}
+        for key in map(parse_key, entries):
+            scopes[key.secret] = scopes.get(key.secret, frozenset()) | key.scopes
+        return tuple(ApiKey(secret, granted) for secret, granted in scopes.items())
 
     @property
     def queue_name(self) -> str:

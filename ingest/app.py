@@ -122,7 +122,7 @@ def create_app(
     middleware: list[Any] = [
         RequestLogMiddleware(),
         runtime,
-        AuthMiddleware(settings.api_keys, allow_no_auth=settings.allow_no_auth),
+        AuthMiddleware(settings.keys, allow_no_auth=settings.allow_no_auth),
     ]
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True  # /events/ is /events, no redirect

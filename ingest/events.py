@@ -44,6 +44,8 @@ T = TypeVar("T")
 
 
 class EventsResource:
+    required_scope = "ingest"
+
     def __init__(self, settings: Settings, runtime: Runtime, clock: Callable[[], datetime]) -> None:
         self._settings = settings
         self._runtime = runtime

@@ -24,6 +24,7 @@ _ERROR_CODES = [
     "invalid_parameter",
     "invalid_idempotency_key",
     "unauthorized",
+    "insufficient_scope",
     "not_found",
     "method_not_allowed",
     "request_timeout",
@@ -33,10 +34,14 @@ _ERROR_CODES = [
     "headers_too_large",
     "body_too_large",
     "too_many_events",
+    "too_many_values",
+    "too_many_batches",
     "rate_limit_exceeds_burst",
     "unsupported_media_type",
     "unsupported_encoding",
     "unsupported_charset",
+    "overloaded",
+    "decoder_unavailable",
     "broker_unavailable",
     "queue_full",
     "redis_unavailable",
@@ -107,12 +112,25 @@ _SEGMENT_PARAMS: list[dict[str, Any]] = [
 ]
 
 
+_SCOPES_DOC = (
+    "A key configured as `KEY` has every scope; `KEY:ingest`, `KEY:read`, `KEY:read+admin` "
+    "only those. Each operation lists the scope it needs (the role names of its security "
+    "requirement); a key without it gets 403 `insufficient_scope`."
+)
+
+
+def _scoped(scope: str) -> list[dict[str, list[str]]]:
+    """Either way of sending a key, with the scope (OpenAPI 3.1 role) the operation needs."""
+    return [{"ApiKey": [scope]}, {"Bearer": [scope]}]
+
+
 def _stats_operation(
     summary: str, description: str, params: list[dict[str, Any]], answer: str
 ) -> dict[str, Any]:
     return {
         "get": {
             "tags": ["analytics"],
+            "security": _scoped("read"),
             "summary": summary,
             "description": description,
             "parameters": params + _SEGMENT_PARAMS,
@@ -120,6 +138,7 @@ def _stats_operation(
                 "200": _json(_ref(answer), "The answer."),
                 "400": _error("A parameter is missing or invalid (`invalid_parameter`)."),
                 "401": _error("No API key, or an unknown one."),
+                "403": _error("The key has no `read` scope (`insufficient_scope`)."),
                 "503": _error(
                     "PostgreSQL or a lake file cannot be read right now; retry.",
                     retry_after=True,
@@ -206,6 +225,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/events": {
                 "post": {
                     "tags": ["ingest"],
+                    "security": _scoped("ingest"),
                     "summary": "Send a batch of events",
                     "description": "Valid events are accepted even when others in the same "
                     "request are refused (each refusal is listed). The answer comes once the "
@@ -313,6 +333,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "a parameter cannot be used.",
                         ),
                         "401": _error("No API key, or an unknown one."),
+                        "403": _error("The key has no `ingest` scope (`insufficient_scope`)."),
                         "408": _error("The body did not arrive in time."),
                         "409": _error(
                             "A request with this Idempotency-Key is still running.",
@@ -331,8 +352,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         ),
                         "431": _error("Request line and headers too large."),
                         "503": _error(
-                            "RabbitMQ down, the queue full, or Redis down with "
-                            "EVENTS_REDIS_FAILURE=closed; nothing was accepted.",
+                            "RabbitMQ down, the queue full, Redis down with "
+                            "EVENTS_REDIS_FAILURE=closed, or this server decoding as many "
+                            "large bodies as it can hold (`overloaded`); nothing was accepted.",
                             retry_after=True,
                         ),
                     },
@@ -448,8 +470,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {
-                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "Bearer": {"type": "http", "scheme": "bearer"},
+                "ApiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": _SCOPES_DOC,
+                },
+                "Bearer": {"type": "http", "scheme": "bearer", "description": _SCOPES_DOC},
             },
             "headers": {
                 "Retry-After": {
