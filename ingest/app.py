@@ -33,10 +33,37 @@ from ingest.runtime import Runtime
 log = logging.getLogger("ingest.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# C0 and C1 control characters and DEL: never meaningful in a query parameter, and NUL is
+# refused by PostgreSQL's text type (a 5xx from the database is not the client's answer).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class QueryGuard:
+    """400 ``invalid_parameter`` for a control character in any query parameter's name or
+    value, once the key is checked and before the route looks at them."""
+
+    async def process_resource(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        params: dict[str, Any],
+    ) -> None:
+        if not req.query_string:
+            return
+        for name, value in req.params.items():
+            values = value if isinstance(value, list) else [value]
+            if _CONTROL.search(name) or any(_CONTROL.search(v) for v in values):
+                raise ApiError(
+                    400,
+                    "invalid_parameter",
+                    "query parameters must not contain control characters (such as NUL)",
+                    parameter=_CONTROL.sub("?", name)[:64],
+                )
 
 
 class RequestLogMiddleware:
@@ -123,6 +150,7 @@ def create_app(
         RequestLogMiddleware(),
         runtime,
         AuthMiddleware(settings.keys, allow_no_auth=settings.allow_no_auth),
+        QueryGuard(),
     ]
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True  # /events/ is /events, no redirect
