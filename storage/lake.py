@@ -11,12 +11,14 @@ carries exact statistics (``FileStats``: rows, distinct users, events per type).
 ``properties`` (JSON text), ``received_at``, ``batch_id`` (UUID).
 
 A file is written under a temporary name, fsynced, renamed into place and the directory
-fsynced; only then is it recorded in PostgreSQL's ``lake_files`` (see ``storage/compactor.py``).
-A file that is on disk but not recorded is the leftover of an interrupted run.
+fsynced; only then is it recorded in PostgreSQL's ``lake_files``, with its size and the SHA-256
+of its bytes (see ``storage/compactor.py``; ``storage/lake_verify.py`` checks them). A file
+that is on disk but not recorded is the leftover of an interrupted run (or one in progress).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -133,12 +135,19 @@ def read_stats(path: str) -> FileStats | None:
 
 @dataclass(frozen=True, slots=True)
 class LakeFile:
-    """A published file: its path relative to the lake root, its day and size."""
+    """A published file: its path relative to the lake root, its day, size and SHA-256 (hex)."""
 
     path: str
     day: date
     rows: int
     bytes: int
+    sha256: str
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Lake:
@@ -183,13 +192,16 @@ class Lake:
                 )
                 sink.flush()
                 os.fsync(sink.fileno())
+            # The bytes as they are on disk, read back (from the page cache) rather than
+            # hashed on the way out, so the checksum vouches for what readers will read.
+            size, digest = temp.stat().st_size, file_sha256(temp)
             final = directory / name
             os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
         _fsync_dir(directory)
-        return LakeFile(self.relative(final), day, table.num_rows, final.stat().st_size)
+        return LakeFile(self.relative(final), day, table.num_rows, size, digest)
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
