@@ -260,15 +260,28 @@ def cmd_compact(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     import duckdb
+    import pyarrow as pa
 
-    from analytics.console import open_session, print_result, snapshot
-    from storage.lake import Lake
+    from analytics.console import NotARead, check_read_only, open_session, print_result, snapshot
+    from storage.lake import Lake, LakeUnreadable
 
-    files, hot = asyncio.run(snapshot(settings.database_url, Lake(settings.lake_dir)))
-    con = open_session(files, hot)
+    try:
+        check_read_only(args.query)  # before PostgreSQL is asked anything
+    except NotARead as ex:
+        print(f"events sql: {ex}", file=sys.stderr)
+        return 2
+    except duckdb.Error as ex:  # it does not parse
+        print(f"events sql: {ex}", file=sys.stderr)
+        return 1
+    try:
+        files, hot = asyncio.run(snapshot(settings.database_url, Lake(settings.lake_dir)))
+        con = open_session(files, hot)
+    except LakeUnreadable as ex:
+        print(f"events sql: {ex}; `events lake verify` lists every problem", file=sys.stderr)
+        return 1
     try:
         print_result(con, args.query, args.format)
-    except duckdb.Error as ex:
+    except (duckdb.Error, pa.ArrowException, OSError) as ex:
         print(f"events sql: {ex}", file=sys.stderr)
         return 1
     finally:
@@ -445,7 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compact)
 
-    p = sub.add_parser("sql", help="query the whole store (lake + hot rows) with DuckDB")
+    p = sub.add_parser(
+        "sql",
+        help="query the whole store (lake + hot rows) with DuckDB, read-only",
+        description=(
+            "Run one query over the view events (every published lake file plus the hot "
+            "rows, from one snapshot). Only queries that read run (SELECT, FROM, WITH, "
+            "VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); anything else is refused with exit "
+            "status 2. DuckDB can reach no file and writes no temporary file: a query that "
+            "does not fit in memory fails. Exit status 1 when the query fails."
+        ),
+    )
     p.add_argument("query", help='e.g. "SELECT event_type, count(*) FROM events GROUP BY 1"')
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_sql)

@@ -120,17 +120,70 @@ class FileStats:
         )
 
 
+class LakeUnreadable(Exception):
+    """A published lake file is missing, unreadable, or not the file that was published."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"lake file {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def check_size(path: str, recorded: int) -> None:
+    """Raise ``LakeUnreadable`` unless the file exists with its recorded size.
+
+    One ``stat``: cheap enough before every query, and it catches a deleted, truncated or
+    replaced file before DuckDB or pyarrow trip over it (``events lake verify`` also
+    compares checksums).
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise LakeUnreadable(path, "missing") from None
+    except OSError as ex:
+        raise LakeUnreadable(path, f"cannot be read ({ex.strerror})") from ex
+    if size != recorded:
+        raise LakeUnreadable(path, f"changed: {size} bytes, {recorded} recorded")
+
+
+def check_schema(path: str, schema: pa.Schema) -> None:
+    """Raise ``LakeUnreadable`` unless a file's schema is ``LAKE_SCHEMA``."""
+    if not schema.remove_metadata().equals(LAKE_SCHEMA, check_metadata=False):
+        raise LakeUnreadable(path, f"foreign schema: {', '.join(schema.names)}")
+
+
+def check_footer(path: str) -> None:
+    """Raise ``LakeUnreadable`` unless the file is Parquet with ``LAKE_SCHEMA`` (its footer)."""
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise LakeUnreadable(path, "missing") from None
+    except (OSError, pa.ArrowException) as ex:
+        raise LakeUnreadable(path, f"not a readable Parquet file ({ex})") from ex
+    check_schema(path, schema)
+
+
 @lru_cache(maxsize=65536)
 def read_stats(path: str) -> FileStats | None:
-    """The statistics in a lake file's footer (files are immutable, so this is cached)."""
-    metadata = pq.read_metadata(path).metadata or {}
-    raw = metadata.get(STATS_KEY)
-    if raw is None:
-        return None
-    doc = orjson.loads(raw)
-    return FileStats(
-        int(doc["rows"]), int(doc["users"]), {str(k): int(v) for k, v in doc["event_types"].items()}
-    )
+    """The statistics in a lake file's footer (files are immutable, so this is cached).
+
+    Raises ``LakeUnreadable`` when the file cannot be read or its statistics make no sense.
+    """
+    try:
+        metadata = pq.read_metadata(path).metadata or {}
+        raw = metadata.get(STATS_KEY)
+        if raw is None:
+            return None
+        doc = orjson.loads(raw)
+        return FileStats(
+            int(doc["rows"]),
+            int(doc["users"]),
+            {str(k): int(v) for k, v in doc["event_types"].items()},
+        )
+    except FileNotFoundError:
+        raise LakeUnreadable(path, "missing") from None
+    except (OSError, pa.ArrowException, ValueError, TypeError, KeyError, AttributeError) as ex:
+        raise LakeUnreadable(path, f"unreadable footer ({type(ex).__name__}: {ex})") from ex
 
 
 @dataclass(frozen=True, slots=True)
