@@ -41,7 +41,7 @@ _ERROR_CODES = [
     "queue_full",
     "redis_unavailable",
     "database_unavailable",
-    "lake_unavailable",
+    "lake_unreadable",
     "internal_error",
     # Falcon's own errors, in the same shape
     "bad_request",
@@ -121,7 +121,8 @@ def _stats_operation(
                 "400": _error("A parameter is missing or invalid (`invalid_parameter`)."),
                 "401": _error("No API key, or an unknown one."),
                 "503": _error(
-                    "PostgreSQL or a lake file cannot be read right now; retry.",
+                    "PostgreSQL cannot be read right now (`database_unavailable`), or a "
+                    "lake file is missing, damaged or replaced (`lake_unreadable`); retry.",
                     retry_after=True,
                 ),
             },
