@@ -62,7 +62,7 @@ LOCKED_DOWN: dict[str, Any] = {
 }
 
 READS = "SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, or EXPLAIN of one of them"
-_LEADING = r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*"  # white space and comments
+_LEADING = r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*"  # white space and comments
 _FIRST_WORD = re.compile(_LEADING + r"(\w+)", re.S)
 _EXPLAIN = re.compile(_LEADING + r"explain\b(?:\s*\([^)]*\))?(?:\s+analy[sz]e\b)?", re.S | re.I)
 
@@ -99,7 +99,10 @@ def check_read_only(query: str) -> None:
         kind = _kind(statement)
         if kind == duckdb.StatementType.EXPLAIN:
             # EXPLAIN ANALYZE runs what it explains: look at that statement too.
-            inner = _EXPLAIN.sub("", statement.query, count=1)
+            prefix = _EXPLAIN.match(statement.query)
+            if prefix is None:
+                raise _refused("EXPLAIN")
+            inner = statement.query[prefix.end() :]
             try:
                 explained = duckdb.extract_statements(inner)
             except duckdb.ParserException:
