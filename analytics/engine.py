@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
@@ -18,7 +18,7 @@ from analytics import queries
 from analytics.params import DateRange, RetentionParams, Segment, segments_of
 from analytics.sources import Sources, load_day_summaries, load_sources
 from storage.days import days_between
-from storage.lake import Lake
+from storage.lake import Lake, LakeUnreadable, check_footer
 
 
 class Analytics:
@@ -61,6 +61,11 @@ class Analytics:
             for name, table in tables.items():
                 cursor.register(name, table)
             return cursor.execute(statement.sql, statement.params).fetchall()
+        except duckdb.Error as ex:
+            found = unreadable_file(ex, statement.files)
+            if found is not None:
+                raise found from ex
+            raise
         finally:
             cursor.close()
 
@@ -168,6 +173,28 @@ class Analytics:
         if self._duck_db is not None and self._owner == os.getpid():
             self._duck_db.close()
         self._duck_db = None
+
+
+def unreadable_file(error: duckdb.Error, files: Sequence[str]) -> LakeUnreadable | None:
+    """The lake file behind a failed statement, if one is to blame.
+
+    DuckDB names files in the first line of its message when it cannot open or read one
+    (missing, truncated, not Parquet; a schema mismatch names the first file as well as the
+    foreign one); a first file of another schema shows up as a binder error that names only
+    a column. So the footers are checked, named files first; the first one that fails is the
+    answer. All footers fine: a file DuckDB named alone (a damaged page), else nothing, and
+    the error is not the lake's (a bug stays a 500).
+    """
+    first_line = str(error).split("\n", 1)[0]  # later lines quote the SQL, with every path
+    named = [path for path in files if path in first_line]
+    for path in [*named, *(f for f in files if f not in named)]:
+        try:
+            check_footer(path)
+        except LakeUnreadable as found:
+            return found
+    if len(named) == 1:
+        return LakeUnreadable(named[0], first_line[:300])
+    return None
 
 
 def _after(day: date) -> date:

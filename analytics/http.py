@@ -15,6 +15,7 @@ from analytics.engine import Analytics
 from analytics.params import parse_int, parse_range, parse_retention, parse_segments
 from core.config import Settings
 from ingest.errors import unavailable
+from storage.lake import LakeUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +23,33 @@ log = logging.getLogger(__name__)
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
+# A lake file that is missing or damaged stays so until an operator restores it: no point
+# in retrying every second.
+LAKE_RETRY_AFTER = 30
+_LAKE_MESSAGE = (
+    "a file of the Parquet lake cannot be read (missing, damaged or replaced); the service "
+    "log names it and `events lake verify` lists every such file"
+)
+
+
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """A store that cannot be read is a 503 (retry), never a 500."""
+    """A store that cannot be read is a 503 (retry), never a 500.
+
+    The path of an unreadable lake file goes to the log, not to the client.
+    """
     try:
         yield
+    except LakeUnreadable as ex:
+        log.error("a lake file cannot be read", extra={"path": ex.path, "reason": ex.reason})
+        raise unavailable("lake_unreadable", _LAKE_MESSAGE, retry_after=LAKE_RETRY_AFTER) from ex
     except _DB_ERRORS as ex:
         raise unavailable(
             "database_unavailable", f"PostgreSQL cannot answer right now ({type(ex).__name__})"
         ) from ex
-    except duckdb.IOException as ex:
+    except duckdb.IOException as ex:  # an I/O error that no lake file explains
         log.error("a lake file cannot be read", extra={"error": str(ex)[:300]})
-        raise unavailable("lake_unavailable", "a file of the Parquet lake cannot be read") from ex
+        raise unavailable("lake_unreadable", _LAKE_MESSAGE, retry_after=LAKE_RETRY_AFTER) from ex
 
 
 class _StatsResource:

@@ -42,6 +42,7 @@ def json_path(path: Sequence[str]) -> str:
 class Statement:
     sql: str
     params: dict[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # the lake files it reads: where to look when it fails
 
 
 def segment_filter(segments: Sequence[Segment], params: dict[str, Any]) -> str:
@@ -86,7 +87,7 @@ SELECT days.day, count(pairs.user_id) AS unique_users
 FROM days LEFT JOIN pairs USING (day)
 GROUP BY days.day ORDER BY days.day
 """
-    return Statement(sql, params)
+    return Statement(sql, params, sources.files)
 
 
 def top_events(
@@ -106,7 +107,7 @@ FROM counted GROUP BY event_type
 ORDER BY count DESC, event_type ASC
 LIMIT $limit
 """
-    return Statement(sql, params)
+    return Statement(sql, params, sources.files)
 
 
 def retention(p: RetentionParams, sources: Sources) -> Statement:
@@ -147,7 +148,7 @@ SELECT windows.w, (SELECT count(*) FROM cohort) AS cohort_size, count(active.use
 FROM windows LEFT JOIN active USING (w)
 GROUP BY windows.w ORDER BY windows.w
 """
-    return Statement(sql, params)
+    return Statement(sql, params, sources.files)
 
 
 def exact_daily_users(files: Sequence[str]) -> Statement:
@@ -159,9 +160,12 @@ SELECT day, count(DISTINCT user_id) AS users FROM (
     SELECT day, user_id FROM hot_pairs
 ) GROUP BY day
 """
-    return Statement(sql)
+    return Statement(sql, files=tuple(files))
 
 
 def counts_per_type(files: Sequence[str]) -> Statement:
     """Events per type in lake files whose footers carry no statistics."""
-    return Statement(f"SELECT event_type, count(*) FROM {lake_relation(files)} GROUP BY event_type")
+    return Statement(
+        f"SELECT event_type, count(*) FROM {lake_relation(files)} GROUP BY event_type",
+        files=tuple(files),
+    )

@@ -14,6 +14,9 @@ Hot facts are pulled as Arrow (``storage/arrow_copy.py``) and exactly what the q
 - property segments: raw rows that *may* match (``properties @> ...`` via the GIN index, a
   superset), with their properties; DuckDB then applies the exact test to hot and cold rows
   alike, so both sides use the same semantics.
+
+Every listed lake file is checked to exist with its recorded size before anything reads it:
+a missing, truncated or replaced file raises ``LakeUnreadable`` (503 ``lake_unreadable``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow as pa
 from analytics.params import Segment
 from storage.arrow_copy import copy_to_arrow
 from storage.days import day_start
-from storage.lake import FileStats, Lake, read_stats
+from storage.lake import FileStats, Lake, check_size, read_stats
 
 USERS = {"day": pa.date32(), "user_id": pa.string()}
 COUNTS = {"event_type": pa.string(), "events": pa.int64()}
@@ -72,6 +75,18 @@ def candidate_values(value: str) -> list[Any]:
     return found
 
 
+def _checked(lake: Lake, listed: list[asyncpg.Record]) -> tuple[str, ...]:
+    """Absolute paths of ``lake_files`` rows, each checked to exist with its recorded size.
+
+    Raises ``LakeUnreadable``. PERF: one ``stat`` per file, a few microseconds each, so a
+    deleted, truncated or replaced file is a clear error before any reader opens it.
+    """
+    paths = tuple(str(lake.absolute(r["path"])) for r in listed)
+    for path, r in zip(paths, listed, strict=True):
+        check_size(path, r["bytes"])
+    return paths
+
+
 class _Args:
     """Positional ``$n`` parameters for a SQL text built piece by piece."""
 
@@ -111,13 +126,13 @@ async def load_sources(
     has_properties = any(s.kind == "property" for s in segments)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
-        files = tuple(
-            str(lake.absolute(r["path"]))
-            for r in await conn.fetch(
-                "SELECT path FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
+        files = _checked(
+            lake,
+            await conn.fetch(
+                "SELECT path, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
                 first,
                 end,
-            )
+            ),
         )
         lo, hi = day_start(first) if first > date.min else None, day_start(end)
         if not segments:
@@ -204,12 +219,12 @@ async def load_day_summaries(
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
         files: dict[date, list[tuple[str, FileStats | None]]] = {}
-        for r in await conn.fetch(
-            "SELECT path, day FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
+        listed = await conn.fetch(
+            "SELECT path, day, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
             first,
             end,
-        ):
-            path = str(lake.absolute(r["path"]))
+        )
+        for r, path in zip(listed, _checked(lake, listed), strict=True):
             files.setdefault(r["day"], []).append((path, read_stats(path)))
         hot_users = {
             r["day"]: int(r["users"])

@@ -260,20 +260,59 @@ def cmd_compact(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     import duckdb
+    import pyarrow as pa
 
-    from analytics.console import open_session, print_result, snapshot
-    from storage.lake import Lake
+    from analytics.console import NotARead, check_read_only, open_session, print_result, snapshot
+    from storage.lake import Lake, LakeUnreadable
 
-    files, hot = asyncio.run(snapshot(settings.database_url, Lake(settings.lake_dir)))
-    con = open_session(files, hot)
+    try:
+        check_read_only(args.query)  # before PostgreSQL is asked anything
+    except NotARead as ex:
+        print(f"events sql: {ex}", file=sys.stderr)
+        return 2
+    except duckdb.Error as ex:  # it does not parse
+        print(f"events sql: {ex}", file=sys.stderr)
+        return 1
+    try:
+        files, hot = asyncio.run(snapshot(settings.database_url, Lake(settings.lake_dir)))
+        con = open_session(files, hot)
+    except LakeUnreadable as ex:
+        print(f"events sql: {ex}; `events lake verify` lists every problem", file=sys.stderr)
+        return 1
     try:
         print_result(con, args.query, args.format)
-    except duckdb.Error as ex:
+    except (duckdb.Error, pa.ArrowException, OSError) as ex:
         print(f"events sql: {ex}", file=sys.stderr)
         return 1
     finally:
         con.close()
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# lake verify: the lake directory against lake_files
+
+
+def cmd_lake(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg
+    import orjson
+
+    from storage.lake import Lake
+    from storage.lake_verify import verify_lake
+
+    try:
+        report = asyncio.run(verify_lake(settings.database_url, Lake(settings.lake_dir)))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as ex:
+        print(f"events lake verify: cannot verify the lake: {ex}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        for problem in report.problems:
+            detail = f"  ({problem.detail})" if problem.detail else ""
+            print(f"{problem.kind:<10}  {problem.path}{detail}")
+        print(report.summary())
+    return 0 if report.ok else 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -419,10 +458,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compact)
 
-    p = sub.add_parser("sql", help="query the whole store (lake + hot rows) with DuckDB")
+    p = sub.add_parser(
+        "sql",
+        help="query the whole store (lake + hot rows) with DuckDB, read-only",
+        description=(
+            "Run one query over the view events (every published lake file plus the hot "
+            "rows, from one snapshot). Only queries that read run (SELECT, FROM, WITH, "
+            "VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); anything else is refused with exit "
+            "status 2. DuckDB can reach no file and writes no temporary file: a query that "
+            "does not fit in memory fails. Exit status 1 when the query fails."
+        ),
+    )
     p.add_argument("query", help='e.g. "SELECT event_type, count(*) FROM events GROUP BY 1"')
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("lake", help="check the Parquet lake against lake_files")
+    lake = p.add_subparsers(dest="lake_command", required=True)
+    q = lake.add_parser(
+        "verify",
+        help="list lake files that are missing, changed or unrecorded",
+        description=(
+            "Compare every file recorded in lake_files with the lake directory (size, and "
+            "SHA-256 where one was recorded) and list every .parquet file under "
+            "<lake>/events that lake_files does not record. One line per problem (missing, "
+            "changed, unreadable, unrecorded), then a summary. A compaction or import in "
+            "progress shows its new files as unrecorded until it commits. Exit status: 0 "
+            "intact, 1 problems found, 2 the check could not run."
+        ),
+    )
+    q.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    p.set_defaults(func=cmd_lake)
 
     p = sub.add_parser("import", help="bulk-import history (same as import_events)")
     from importer.cli import add_arguments

@@ -46,7 +46,7 @@ _ERROR_CODES = [
     "queue_full",
     "redis_unavailable",
     "database_unavailable",
-    "lake_unavailable",
+    "lake_unreadable",
     "internal_error",
     # Falcon's own errors, in the same shape
     "bad_request",
@@ -140,7 +140,8 @@ def _stats_operation(
                 "401": _error("No API key, or an unknown one."),
                 "403": _error("The key has no `read` scope (`insufficient_scope`)."),
                 "503": _error(
-                    "PostgreSQL or a lake file cannot be read right now; retry.",
+                    "PostgreSQL cannot be read right now (`database_unavailable`), or a "
+                    "lake file is missing, damaged or replaced (`lake_unreadable`); retry.",
                     retry_after=True,
                 ),
             },

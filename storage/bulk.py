@@ -8,7 +8,7 @@ does, so neither removes the other's files):
 2. New rows of hot days: COPY into ``events`` with their rollups (``storage/hot_rows.py``,
    as the worker does).
 3. New rows of cold days: written straight to the lake (one file per day: temporary name,
-   fsync, rename), recorded in ``lake_files``.
+   fsync, rename), recorded in ``lake_files`` (with their size and SHA-256).
 4. The chunk is recorded in ``import_chunks`` (what ``--resume`` reads). Commit.
 
 A crash before the commit leaves no claim, no row and only unlisted files (removed by the

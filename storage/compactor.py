@@ -10,8 +10,9 @@ bulk import, never work on the same day at once):
    slice as a Parquet file: temporary name, fsync, rename, fsync the directory.
 3. One transaction publishes the move: lock ``events``, check that the day still holds
    exactly the rows that were written (a late event may have arrived meanwhile: then undo
-   the files and start the day again), record the files in ``lake_files``, drop the day's
-   partition, delete its default-partition rows and its rollup rows. Commit.
+   the files and start the day again), record the files in ``lake_files`` (with their size
+   and SHA-256), drop the day's partition, delete its default-partition rows and its rollup
+   rows. Commit.
 
 A crash before step 3 commits leaves the rows in PostgreSQL and unlisted files on disk, which
 step 1 of the next run removes; a crash after it leaves nothing to do. Readers take the file
@@ -88,8 +89,8 @@ async def remove_orphans(conn: asyncpg.Connection, lake: Lake, day: date) -> int
 
 async def record_files(conn: asyncpg.Connection, files: list[LakeFile]) -> None:
     await conn.executemany(
-        "INSERT INTO lake_files (path, day, rows, bytes) VALUES ($1, $2, $3, $4)",
-        [(f.path, f.day, f.rows, f.bytes) for f in files],
+        "INSERT INTO lake_files (path, day, rows, bytes, sha256) VALUES ($1, $2, $3, $4, $5)",
+        [(f.path, f.day, f.rows, f.bytes, f.sha256) for f in files],
     )
 
 

@@ -11,12 +11,14 @@ carries exact statistics (``FileStats``: rows, distinct users, events per type).
 ``properties`` (JSON text), ``received_at``, ``batch_id`` (UUID).
 
 A file is written under a temporary name, fsynced, renamed into place and the directory
-fsynced; only then is it recorded in PostgreSQL's ``lake_files`` (see ``storage/compactor.py``).
-A file that is on disk but not recorded is the leftover of an interrupted run.
+fsynced; only then is it recorded in PostgreSQL's ``lake_files``, with its size and the SHA-256
+of its bytes (see ``storage/compactor.py``; ``storage/lake_verify.py`` checks them). A file
+that is on disk but not recorded is the leftover of an interrupted run (or one in progress).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -118,27 +120,87 @@ class FileStats:
         )
 
 
+class LakeUnreadable(Exception):
+    """A published lake file is missing, unreadable, or not the file that was published."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"lake file {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def check_size(path: str, recorded: int) -> None:
+    """Raise ``LakeUnreadable`` unless the file exists with its recorded size.
+
+    One ``stat``: cheap enough before every query, and it catches a deleted, truncated or
+    replaced file before DuckDB or pyarrow trip over it (``events lake verify`` also
+    compares checksums).
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise LakeUnreadable(path, "missing") from None
+    except OSError as ex:
+        raise LakeUnreadable(path, f"cannot be read ({ex.strerror})") from ex
+    if size != recorded:
+        raise LakeUnreadable(path, f"changed: {size} bytes, {recorded} recorded")
+
+
+def check_schema(path: str, schema: pa.Schema) -> None:
+    """Raise ``LakeUnreadable`` unless a file's schema is ``LAKE_SCHEMA``."""
+    if not schema.remove_metadata().equals(LAKE_SCHEMA, check_metadata=False):
+        raise LakeUnreadable(path, f"foreign schema: {', '.join(schema.names)}")
+
+
+def check_footer(path: str) -> None:
+    """Raise ``LakeUnreadable`` unless the file is Parquet with ``LAKE_SCHEMA`` (its footer)."""
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise LakeUnreadable(path, "missing") from None
+    except (OSError, pa.ArrowException) as ex:
+        raise LakeUnreadable(path, f"not a readable Parquet file ({ex})") from ex
+    check_schema(path, schema)
+
+
 @lru_cache(maxsize=65536)
 def read_stats(path: str) -> FileStats | None:
-    """The statistics in a lake file's footer (files are immutable, so this is cached)."""
-    metadata = pq.read_metadata(path).metadata or {}
-    raw = metadata.get(STATS_KEY)
-    if raw is None:
-        return None
-    doc = orjson.loads(raw)
-    return FileStats(
-        int(doc["rows"]), int(doc["users"]), {str(k): int(v) for k, v in doc["event_types"].items()}
-    )
+    """The statistics in a lake file's footer (files are immutable, so this is cached).
+
+    Raises ``LakeUnreadable`` when the file cannot be read or its statistics make no sense.
+    """
+    try:
+        metadata = pq.read_metadata(path).metadata or {}
+        raw = metadata.get(STATS_KEY)
+        if raw is None:
+            return None
+        doc = orjson.loads(raw)
+        return FileStats(
+            int(doc["rows"]),
+            int(doc["users"]),
+            {str(k): int(v) for k, v in doc["event_types"].items()},
+        )
+    except FileNotFoundError:
+        raise LakeUnreadable(path, "missing") from None
+    except (OSError, pa.ArrowException, ValueError, TypeError, KeyError, AttributeError) as ex:
+        raise LakeUnreadable(path, f"unreadable footer ({type(ex).__name__}: {ex})") from ex
 
 
 @dataclass(frozen=True, slots=True)
 class LakeFile:
-    """A published file: its path relative to the lake root, its day and size."""
+    """A published file: its path relative to the lake root, its day, size and SHA-256 (hex)."""
 
     path: str
     day: date
     rows: int
     bytes: int
+    sha256: str
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Lake:
@@ -183,13 +245,16 @@ class Lake:
                 )
                 sink.flush()
                 os.fsync(sink.fileno())
+            # The bytes as they are on disk, read back (from the page cache) rather than
+            # hashed on the way out, so the checksum vouches for what readers will read.
+            size, digest = temp.stat().st_size, file_sha256(temp)
             final = directory / name
             os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
         _fsync_dir(directory)
-        return LakeFile(self.relative(final), day, table.num_rows, final.stat().st_size)
+        return LakeFile(self.relative(final), day, table.num_rows, size, digest)
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)

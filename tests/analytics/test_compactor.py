@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 import asyncpg
@@ -41,6 +42,11 @@ async def test_text_that_csv_readers_take_for_null_survives(
     ).run_once()
     assert (report.rows, report.failed) == (3, [])
     (path,) = lake.files_on_disk(date(2025, 12, 5))
+    # Recorded with its size and the SHA-256 of its bytes (for `events lake verify`).
+    recorded = await db.fetch("SELECT path, bytes, sha256 FROM lake_files")
+    assert [tuple(r) for r in recorded] == [
+        (lake.relative(path), path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+    ]
     rows = pq.read_table(path).select(["user_id", "event_type"]).to_pylist()
     assert sorted((r["user_id"], r["event_type"]) for r in rows) == sorted(
         (u or "x", t) for u, t in pairs

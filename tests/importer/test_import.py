@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import json
 import os
@@ -59,6 +60,15 @@ async def test_sample_csv_imports_exactly_once(
     assert stored(lake_settings) == sample.expected_rows()
     assert await db.fetchval("SELECT count(*) FROM event_ids") == 5000
     assert await db.fetchval("SELECT sum(rows) FROM lake_files") == 5000
+    # Each file is recorded with its size and the SHA-256 of its bytes (for `events lake verify`).
+    recorded = await db.fetch("SELECT path, bytes, sha256 FROM lake_files")
+    assert {r["path"]: (r["bytes"], r["sha256"]) for r in recorded} == {
+        p.relative_to(lake_settings.lake_dir).as_posix(): (
+            p.stat().st_size,
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+        )
+        for p in Path(lake_settings.lake_dir).rglob("*.parquet")
+    }
     again = await run_import(lake_settings, [str(SAMPLE)], Options(progress=False))
     assert (again.read, again.imported, again.duplicates) == (5000, 0, 5000)
     assert await db.fetchval("SELECT sum(rows) FROM lake_files") == 5000
