@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from typing import Any
 
@@ -15,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from analytics import queries
+from analytics.limits import Deadline, Gate, QueryTimeout, QueryTooLarge
 from analytics.params import DateRange, RetentionParams, Segment, segments_of
 from analytics.sources import Sources, load_day_summaries, load_sources
 from storage.days import days_between
@@ -27,12 +29,30 @@ class Analytics:
     The database is opened on first use, in the process that uses it: gunicorn builds the
     app in its master and forks (``preload_app``), and a DuckDB instance does not survive a
     fork (its threads stay behind; closing the copy in a child crashed the process).
+
+    Every query enters the gate (``EVENTS_QUERY_CONCURRENCY``) and runs against a deadline
+    (``EVENTS_QUERY_TIMEOUT``): PostgreSQL's part under ``statement_timeout``, DuckDB's part
+    interrupted when the deadline passes. DuckDB may use ``memory_bytes`` and no disk (no
+    temporary directory: a query that does not fit fails rather than filling a disk), and
+    reach only the lake's directory.
     """
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool], lake: Lake, *, threads: int) -> None:
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        lake: Lake,
+        *,
+        threads: int,
+        memory_bytes: int = 1 << 30,
+        timeout: float = 10.0,
+        concurrency: int = 2,
+    ) -> None:
         self._pool = pool
         self._lake = lake
         self._threads = threads
+        self._memory_bytes = memory_bytes
+        self._timeout = timeout
+        self._gate = Gate(concurrency)
         self._duck_db: duckdb.DuckDBPyConnection | None = None
         self._owner = 0  # pid that opened it
         self._opening = threading.Lock()
@@ -43,45 +63,100 @@ class Analytics:
         if self._duck_db is None or self._owner != pid:
             with self._opening:
                 if self._duck_db is None or self._owner != pid:
-                    self._duck_db = duckdb.connect(":memory:", config={"threads": self._threads})
+                    self._duck_db = self._connect()
                     self._owner = pid
         return self._duck_db
 
-    def _run(self, statement: queries.Statement, sources: Sources) -> list[tuple[Any, ...]]:
-        tables = {
-            name: getattr(sources, name) for name in ("hot_users", "hot_counts", "hot_events")
-        }
-        return self._run_with(statement, {k: v for k, v in tables.items() if v is not None})
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "threads": self._threads,
+                "memory_limit": f"{self._memory_bytes}B",
+                "temp_directory": "",
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+            },
+        )
+        # Our SQL only ever reads lake files; nothing else is reachable (defence in depth).
+        root = os.path.abspath(self._lake.root) + os.sep
+        con.execute("SET allowed_directories = $1", [[root]])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
 
-    def _run_with(
-        self, statement: queries.Statement, tables: dict[str, pa.Table]
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[Deadline]:
+        """A place among the running queries, and this query's deadline."""
+        with self._gate.enter():
+            yield Deadline.after(self._timeout)
+
+    def _fetch(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        statement: queries.Statement,
+        tables: dict[str, pa.Table],
     ) -> list[tuple[Any, ...]]:
-        cursor = self._duck.cursor()
         try:
             for name, table in tables.items():
                 cursor.register(name, table)
             return cursor.execute(statement.sql, statement.params).fetchall()
+        except duckdb.InterruptException as ex:
+            raise QueryTimeout("the query was stopped at its deadline") from ex
+        except duckdb.OutOfMemoryException as ex:
+            raise QueryTooLarge(str(ex).split("\n", 1)[0][:200]) from ex
         except duckdb.Error as ex:
             found = unreadable_file(ex, statement.files)
             if found is not None:
                 raise found from ex
             raise
-        finally:
-            cursor.close()
 
-    async def _query(self, statement: queries.Statement, sources: Sources) -> list[tuple[Any, ...]]:
-        # PERF: DuckDB releases the GIL while it works; the event loop keeps serving.
-        return await asyncio.to_thread(self._run, statement, sources)
+    async def _run_with(
+        self, statement: queries.Statement, tables: dict[str, pa.Table], deadline: Deadline
+    ) -> list[tuple[Any, ...]]:
+        """Run ``statement`` in a thread (PERF: DuckDB releases the GIL, the event loop keeps
+        serving), interrupted once ``deadline`` passes or the request goes away."""
+        cursor = self._duck.cursor()
+        work = asyncio.get_running_loop().run_in_executor(
+            None, self._fetch, cursor, statement, tables
+        )
+        work.add_done_callback(lambda _: cursor.close())
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), deadline.remaining())
+        except TimeoutError:
+            cursor.interrupt()
+            with contextlib.suppress(QueryTimeout):
+                return await work  # it finished just before the interrupt
+            raise QueryTimeout("the query did not finish in time") from None
+        except asyncio.CancelledError:
+            cursor.interrupt()  # the client left: stop the work too
+            raise
+
+    async def _query(
+        self, statement: queries.Statement, sources: Sources, deadline: Deadline
+    ) -> list[tuple[Any, ...]]:
+        tables = {
+            name: getattr(sources, name) for name in ("hot_users", "hot_counts", "hot_events")
+        }
+        present = {k: v for k, v in tables.items() if v is not None}
+        return await self._run_with(statement, present, deadline)
 
     async def dau(self, days: DateRange, segments: tuple[Segment, ...]) -> dict[str, Any]:
-        if segments:
-            sources = await load_sources(
-                self._pool(), self._lake, days.first, _after(days.last), segments, users=True
-            )
-            stmt = queries.daily_active_users(days, segments, sources)
-            counts = {d: int(n) for d, n in await self._query(stmt, sources)}
-        else:
-            counts = await self._dau_from_summaries(days)
+        with self._admitted() as deadline:
+            if segments:
+                sources = await load_sources(
+                    self._pool(),
+                    self._lake,
+                    days.first,
+                    _after(days.last),
+                    segments,
+                    deadline=deadline,
+                    users=True,
+                )
+                stmt = queries.daily_active_users(days, segments, sources)
+                counts = {d: int(n) for d, n in await self._query(stmt, sources, deadline)}
+            else:
+                counts = await self._dau_from_summaries(days, deadline)
         return {
             "from": days.first.isoformat(),
             "to": days.last.isoformat(),
@@ -92,10 +167,12 @@ class Analytics:
             ],
         }
 
-    async def _dau_from_summaries(self, days: DateRange) -> dict[date, int]:
+    async def _dau_from_summaries(self, days: DateRange, deadline: Deadline) -> dict[date, int]:
         """Unsegmented DAU. PERF: a day kept in one lake file is read off its footer, a hot
         day off the rollup; only days split between several sources are counted by DuckDB."""
-        s = await load_day_summaries(self._pool(), self._lake, days.first, _after(days.last))
+        s = await load_day_summaries(
+            self._pool(), self._lake, days.first, _after(days.last), deadline=deadline
+        )
         counts = dict(s.hot_users)
         for day, files in s.files.items():
             stats = files[0][1]
@@ -103,8 +180,8 @@ class Analytics:
                 counts[day] = stats.users
         if s.exact_days:
             paths = [path for day in s.exact_days for path, _ in s.files[day]]
-            rows = await asyncio.to_thread(
-                self._run_with, queries.exact_daily_users(paths), {"hot_pairs": s.hot_pairs}
+            rows = await self._run_with(
+                queries.exact_daily_users(paths), {"hot_pairs": s.hot_pairs}, deadline
             )
             counts.update({d: int(n) for d, n in rows})
         return counts
@@ -112,14 +189,21 @@ class Analytics:
     async def top_events(
         self, days: DateRange, limit: int, segments: tuple[Segment, ...]
     ) -> dict[str, Any]:
-        if segments:
-            sources = await load_sources(
-                self._pool(), self._lake, days.first, _after(days.last), segments, counts=True
-            )
-            stmt = queries.top_events(days, limit, segments, sources)
-            top = [(t, int(n)) for t, n in await self._query(stmt, sources)]
-        else:
-            top = await self._top_from_summaries(days, limit)
+        with self._admitted() as deadline:
+            if segments:
+                sources = await load_sources(
+                    self._pool(),
+                    self._lake,
+                    days.first,
+                    _after(days.last),
+                    segments,
+                    deadline=deadline,
+                    counts=True,
+                )
+                stmt = queries.top_events(days, limit, segments, sources)
+                top = [(t, int(n)) for t, n in await self._query(stmt, sources, deadline)]
+            else:
+                top = await self._top_from_summaries(days, limit, deadline)
         return {
             "from": days.first.isoformat(),
             "to": days.last.isoformat(),
@@ -128,9 +212,13 @@ class Analytics:
             "top_events": [{"event_type": t, "count": n} for t, n in top],
         }
 
-    async def _top_from_summaries(self, days: DateRange, limit: int) -> list[tuple[str, int]]:
+    async def _top_from_summaries(
+        self, days: DateRange, limit: int, deadline: Deadline
+    ) -> list[tuple[str, int]]:
         """Unsegmented top events: counts per type add up, so footers + rollup suffice."""
-        s = await load_day_summaries(self._pool(), self._lake, days.first, _after(days.last))
+        s = await load_day_summaries(
+            self._pool(), self._lake, days.first, _after(days.last), deadline=deadline
+        )
         totals = Counter(s.hot_counts)
         unsummarised = []
         for files in s.files.values():
@@ -140,17 +228,16 @@ class Analytics:
                 else:
                     totals.update(stats.event_types)
         if unsummarised:
-            rows = await asyncio.to_thread(
-                self._run_with, queries.counts_per_type(unsummarised), {}
-            )
+            rows = await self._run_with(queries.counts_per_type(unsummarised), {}, deadline)
             totals.update({t: int(n) for t, n in rows})
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
     async def retention(self, p: RetentionParams) -> dict[str, Any]:
-        sources = await load_sources(
-            self._pool(), self._lake, date.min, p.end, p.segments, users=True
-        )
-        rows = await self._query(queries.retention(p, sources), sources)
+        with self._admitted() as deadline:
+            sources = await load_sources(
+                self._pool(), self._lake, date.min, p.end, p.segments, deadline=deadline, users=True
+            )
+            rows = await self._query(queries.retention(p, sources), sources, deadline)
         cohort = int(rows[0][1]) if rows else 0
         return {
             "start_date": p.start.isoformat(),

@@ -12,9 +12,10 @@ import duckdb
 import falcon.asgi
 
 from analytics.engine import Analytics
+from analytics.limits import QueryTimeout, QueryTooLarge, TooManyQueries
 from analytics.params import parse_int, parse_range, parse_retention, parse_segments
 from core.config import Settings
-from ingest.errors import unavailable
+from ingest.errors import ApiError, unavailable
 from storage.lake import LakeUnreadable
 
 log = logging.getLogger(__name__)
@@ -32,24 +33,67 @@ _LAKE_MESSAGE = (
 )
 
 
+# SQLSTATE classes of errors the request's own values cause (a segment value jsonb cannot
+# hold, a number out of range): the client's to fix, not an outage.
+_INPUT_CLASSES = ("22", "54")
+
+
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """A store that cannot be read is a 503 (retry), never a 500.
+    """Each way a query can fail, as its answer: the request's fault is a 400, a limit or an
+    outage a 503 with Retry-After, never a 500 (a bug stays one).
 
     The path of an unreadable lake file goes to the log, not to the client.
     """
     try:
         yield
+    except TooManyQueries as ex:
+        raise unavailable(
+            "too_many_queries",
+            "this server is running as many analytics queries as it allows; retry shortly",
+            retry_after=1,
+        ) from ex
+    except QueryTimeout as ex:
+        raise _timeout() from ex
+    except QueryTooLarge as ex:
+        log.warning("an analytics query needed more memory than allowed", extra={"error": str(ex)})
+        raise unavailable(
+            "query_too_large",
+            "the query needs more memory than this server gives analytics; ask for fewer days "
+            "or segments, or retry when fewer queries run",
+            retry_after=5,
+        ) from ex
     except LakeUnreadable as ex:
         log.error("a lake file cannot be read", extra={"path": ex.path, "reason": ex.reason})
         raise unavailable("lake_unreadable", _LAKE_MESSAGE, retry_after=LAKE_RETRY_AFTER) from ex
+    except asyncpg.QueryCanceledError as ex:  # statement_timeout: the deadline passed
+        raise _timeout() from ex
+    except asyncpg.PostgresError as ex:
+        if str(ex.sqlstate or "")[:2] in _INPUT_CLASSES:
+            raise ApiError(
+                400, "invalid_parameter", f"a parameter cannot be used: {ex}"[:300]
+            ) from ex
+        raise unavailable(
+            "database_unavailable", f"PostgreSQL cannot answer right now ({type(ex).__name__})"
+        ) from ex
     except _DB_ERRORS as ex:
         raise unavailable(
             "database_unavailable", f"PostgreSQL cannot answer right now ({type(ex).__name__})"
         ) from ex
+    except (duckdb.ConversionException, duckdb.OutOfRangeException) as ex:
+        raise ApiError(400, "invalid_parameter", "a parameter cannot be used") from ex
     except duckdb.IOException as ex:  # an I/O error that no lake file explains
         log.error("a lake file cannot be read", extra={"error": str(ex)[:300]})
         raise unavailable("lake_unreadable", _LAKE_MESSAGE, retry_after=LAKE_RETRY_AFTER) from ex
+
+
+def _timeout() -> ApiError:
+    return unavailable(
+        "query_timeout",
+        "the query did not finish within EVENTS_QUERY_TIMEOUT and was stopped; ask for fewer "
+        "days, or retry when the server is less busy",
+        retry_after=5,
+    )
 
 
 class _StatsResource:

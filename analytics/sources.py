@@ -21,6 +21,8 @@ a missing, truncated or replaced file raises ``LakeUnreadable`` (503 ``lake_unre
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -29,6 +31,7 @@ import asyncpg
 import orjson
 import pyarrow as pa
 
+from analytics.limits import Deadline, QueryTimeout
 from analytics.params import Segment
 from storage.arrow_copy import copy_to_arrow
 from storage.days import day_start
@@ -112,6 +115,27 @@ def _hot_filter(segments: tuple[Segment, ...], args: _Args, *, exact_types_only:
     return "".join(f" AND {c}" for c in clauses)
 
 
+@contextlib.asynccontextmanager
+async def snapshot(pool: asyncpg.Pool, deadline: Deadline) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside the read snapshot of a query (see the module's docstring).
+
+    Bounded by the query's deadline: waiting for a connection of the analytics pool, and
+    every statement (the lock included) through ``statement_timeout``, so the server stops
+    the work too and the ACCESS SHARE lock that the compactor waits for is let go.
+    """
+    try:
+        conn = await pool.acquire(timeout=deadline.remaining())
+    except TimeoutError as ex:
+        raise QueryTimeout("no analytics connection became free in time") from ex
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(f"SET LOCAL statement_timeout = {deadline.remaining_ms()}")
+            await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
+            yield conn
+    finally:
+        await pool.release(conn)
+
+
 async def load_sources(
     pool: asyncpg.Pool,
     lake: Lake,
@@ -119,13 +143,13 @@ async def load_sources(
     end: date,
     segments: tuple[Segment, ...],
     *,
+    deadline: Deadline,
     users: bool = False,
     counts: bool = False,
 ) -> Sources:
     """Lake files and hot facts for days ``first <= day < end`` (``date.min`` for all history)."""
     has_properties = any(s.kind == "property" for s in segments)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
+    async with snapshot(pool, deadline) as conn:
         files = _checked(
             lake,
             await conn.fetch(
@@ -213,11 +237,10 @@ class DaySummaries:
 
 
 async def load_day_summaries(
-    pool: asyncpg.Pool, lake: Lake, first: date, end: date
+    pool: asyncpg.Pool, lake: Lake, first: date, end: date, *, deadline: Deadline
 ) -> DaySummaries:
     """Day-level facts for ``first <= day < end``, from one snapshot (see ``load_sources``)."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
+    async with snapshot(pool, deadline) as conn:
         files: dict[date, list[tuple[str, FileStats | None]]] = {}
         listed = await conn.fetch(
             "SELECT path, day, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",

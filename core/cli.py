@@ -233,6 +233,7 @@ def cmd_compact(settings: Settings, args: argparse.Namespace) -> int:
         Lake(settings.lake_dir),
         hot_days=settings.hot_days,
         file_rows=settings.compact_file_rows,
+        lock_timeout_ms=settings.compact_lock_timeout_ms,
     )
     if args.every is None:
         report = asyncio.run(compactor.run_once())

@@ -557,10 +557,50 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "EVENTS_QUERY_TIMEOUT",
+        "query_timeout",
+        "10",
+        "Seconds an analytics query may take, its PostgreSQL and DuckDB parts together "
+        "(503 `query_timeout` beyond).",
+        _positive_float,
+    ),
+    Setting(
+        "EVENTS_QUERY_CONCURRENCY",
+        "query_concurrency",
+        "2",
+        "Analytics queries one API process runs at once; more get 503 `too_many_queries` "
+        "with Retry-After.",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_QUERY_MEMORY_BYTES",
+        "query_memory_bytes",
+        "0",
+        "DuckDB memory limit per API process (0: a quarter of the machine's memory divided "
+        "by EVENTS_API_WORKERS); a query that needs more gets 503 `query_too_large`.",
+        _non_negative_int,
+    ),
+    Setting(
+        "EVENTS_ANALYTICS_POOL_SIZE",
+        "analytics_pool_size",
+        "2",
+        "PostgreSQL connections per API process for analytics, apart from the ones "
+        "readiness, `?wait=true` and commit lookups use.",
+        _positive_int,
+    ),
+    Setting(
         "EVENTS_DB_POOL_SIZE",
         "db_pool_size",
         "4",
         "PostgreSQL connections per API process (readiness and `?wait=true`).",
+        _positive_int,
+    ),
+    Setting(
+        "EVENTS_COMPACT_LOCK_TIMEOUT_MS",
+        "compact_lock_timeout_ms",
+        "100",
+        "How long one attempt of the compactor to lock `events` may wait (ingest queues "
+        "behind a waiting lock); it retries with back-off rather than wait longer.",
         _positive_int,
     ),
     # Serving
@@ -640,6 +680,11 @@ class Settings:
     compact_file_rows: int
     max_query_days: int
     query_threads: int
+    query_timeout: float
+    query_concurrency: int
+    query_memory_bytes: int
+    analytics_pool_size: int
+    compact_lock_timeout_ms: int
     db_pool_size: int
     bind: str
     api_workers: int
@@ -673,6 +718,14 @@ class Settings:
     def commit_channel(self) -> str:
         """PostgreSQL NOTIFY channel on which workers announce committed batches."""
         return f"{self.queue_prefix}_committed"
+
+    @property
+    def duckdb_memory_bytes(self) -> int:
+        """EVENTS_QUERY_MEMORY_BYTES, or a quarter of the memory per API worker."""
+        if self.query_memory_bytes:
+            return self.query_memory_bytes
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return max(256 * 1024 * 1024, total // 4 // max(1, self.api_workers))
 
     def require_auth(self) -> None:
         """Refuse to serve without a key unless the operator opted out explicitly."""

@@ -70,6 +70,10 @@ DEAD_LETTERS = Counter("dead_letters_total", "Messages sent to the dead-letter q
 COMPACTION_RUNS = Counter("compaction_runs_total", "Compaction runs")
 COMPACTION_ROWS = Counter("compaction_rows_total", "Events moved to the lake")
 COMPACTION_DAYS = Counter("compaction_days_total", "Days moved to the lake")
+COMPACTION_LOCK_RETRIES = Counter(
+    "compaction_lock_retries_total",
+    "Times the compactor let go of a lock wait on events (a reader held it) to retry later",
+)
 
 
 def observe_batch(source: str, received: int, refusals: dict[str, int]) -> None:

@@ -102,11 +102,12 @@ class CommitWaiter:
 
     async def _lookup(self, batch_id: uuid.UUID) -> Committed | None:
         try:
-            row = await self._pool.fetchrow(
-                "SELECT inserted, duplicates FROM ingest_batches WHERE batch_id = $1",
-                batch_id,
-                timeout=2,
-            )
+            async with self._pool.acquire(timeout=2) as conn:
+                row = await conn.fetchrow(
+                    "SELECT inserted, duplicates FROM ingest_batches WHERE batch_id = $1",
+                    batch_id,
+                    timeout=2,
+                )
         except _DB_ERRORS:
             return None
         return None if row is None else Committed(row["inserted"], row["duplicates"])

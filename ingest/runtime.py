@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 from typing import Any
 
 import asyncpg
@@ -66,8 +67,15 @@ class Runtime:
         )
         self._pool: asyncpg.Pool | None = None
         self._commits: CommitWaiter | None = None
+        self._analytics_pool: asyncpg.Pool | None = None
         self.analytics = Analytics(
-            lambda: self.pool, Lake(settings.lake_dir), threads=settings.query_threads
+            lambda: self.analytics_pool,
+            # Absolute: DuckDB may reach only this directory, and compares absolute paths.
+            Lake(os.path.abspath(settings.lake_dir)),
+            threads=settings.query_threads,
+            memory_bytes=settings.duckdb_memory_bytes,
+            timeout=settings.query_timeout,
+            concurrency=settings.query_concurrency,
         )
 
     async def process_startup(self, scope: Any, event: Any) -> None:
@@ -81,6 +89,16 @@ class Runtime:
             timeout=3,
         )
         await self._pool  # with min_size=0 this connects nothing yet
+        # Analytics has a pool of its own: a slow query must not hold the connections that
+        # readiness and ?wait=true need.
+        self._analytics_pool = asyncpg.create_pool(
+            self.settings.database_url,
+            min_size=0,
+            max_size=self.settings.analytics_pool_size,
+            server_settings={**SERVER_SETTINGS, "plan_cache_mode": "force_custom_plan"},
+            timeout=3,
+        )
+        await self._analytics_pool
         self._commits = CommitWaiter(
             self.settings.database_url, self.settings.commit_channel, self._pool
         )
@@ -98,15 +116,22 @@ class Runtime:
             await self.redis.aclose()
         self.analytics.close()
         self.decoder.close()
-        if self._pool is not None:
-            with contextlib.suppress(*_DB_ERRORS):
-                await self._pool.close()
+        for pool in (self._pool, self._analytics_pool):
+            if pool is not None:
+                with contextlib.suppress(*_DB_ERRORS):
+                    await pool.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the app has not started (no ASGI lifespan startup)")
         return self._pool
+
+    @property
+    def analytics_pool(self) -> asyncpg.Pool:
+        if self._analytics_pool is None:
+            raise RuntimeError("the app has not started (no ASGI lifespan startup)")
+        return self._analytics_pool
 
     @property
     def commits(self) -> CommitWaiter:
@@ -118,7 +143,8 @@ class Runtime:
         if self._pool is None:
             return False
         try:
-            return bool(await self._pool.fetchval("SELECT 1", timeout=2))
+            async with self._pool.acquire(timeout=2) as conn:
+                return bool(await conn.fetchval("SELECT 1", timeout=2))
         except _DB_ERRORS:
             return False
 

@@ -21,9 +21,9 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from core.config import Settings
+from core.retry import Backoff
 from pipeline.dead_letters import DeadLetters
 from pipeline.publisher import Publisher
-from pipeline.retry import Backoff
 from pipeline.steps import Message, MessageRejected, settle
 from pipeline.steps.batching import BatchStep
 from pipeline.steps.decode import DecodeStep

@@ -34,6 +34,7 @@ import asyncpg
 import pyarrow as pa
 
 from core import metrics
+from core.retry import Backoff
 from storage.arrow_copy import copy_to_arrow
 from storage.days import Today, day_bounds, day_start, first_hot_day, utc_today
 from storage.db import connect
@@ -106,7 +107,8 @@ class Compactor:
         file_rows: int = 2_000_000,
         today: Today = utc_today,
         fault: Fault | None = None,
-        lock_timeout_ms: int = 5000,
+        lock_timeout_ms: int = 100,
+        lock_patience: float = 120.0,
     ) -> None:
         self._url = database_url
         self._lake = lake
@@ -115,6 +117,7 @@ class Compactor:
         self._today = today
         self._fault = fault
         self._lock_timeout_ms = lock_timeout_ms
+        self._lock_patience = lock_patience
 
     def _step(self, name: str, day: date) -> None:
         if self._fault is not None:
@@ -262,6 +265,30 @@ class Compactor:
         return files
 
     async def _publish(self, conn: asyncpg.Connection, day: date, files: list[LakeFile]) -> None:
+        """Publish the day's files and drop its hot rows, in one transaction.
+
+        It needs ``events`` exclusively, and while it waits for that lock every writer queues
+        behind it: an analytics snapshot holding ACCESS SHARE for seconds would stall ingest
+        for as long. So each attempt waits at most ``lock_timeout_ms``, then lets go and tries
+        again after a back-off (ingest flows meanwhile), for up to ``lock_patience`` seconds.
+        """
+        backoff = Backoff(base=0.1, maximum=2.0)
+        deadline = time.monotonic() + self._lock_patience
+        attempt = 0
+        while True:
+            try:
+                await self._publish_locked(conn, day, files)
+                return
+            except asyncpg.LockNotAvailableError:
+                if time.monotonic() >= deadline:
+                    raise
+                metrics.COMPACTION_LOCK_RETRIES.inc()
+                await asyncio.sleep(backoff.delay(attempt))
+                attempt += 1
+
+    async def _publish_locked(
+        self, conn: asyncpg.Connection, day: date, files: list[LakeFile]
+    ) -> None:
         lo, hi = day_bounds(day)
         partition = f"events_p{day:%Y%m%d}"
         async with conn.transaction():

@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 
 from core import metrics
 from core.errors import ServiceError
+from core.retry import Backoff
 from pipeline.dead_letters import DeadLetters
 from pipeline.frame import stage
 from pipeline.message import DecodedBatch
-from pipeline.retry import Backoff
 from pipeline.steps import Message, MessageRejected, deliveries, settle
 from pipeline.steps.batching import MicroBatch
 from storage.errors import BadData, Contention, DatabaseDown, StorageError, StorageUnavailable

@@ -1,0 +1,68 @@
+"""What one analytics query may take: a deadline, a place among the running ones, memory.
+
+Analytics shares the API processes with ingest, so a query must never take more than its
+share: at most ``EVENTS_QUERY_CONCURRENCY`` run at once per process (more are refused, not
+queued), each within ``EVENTS_QUERY_TIMEOUT`` seconds for its PostgreSQL and DuckDB parts
+together, DuckDB within ``EVENTS_QUERY_MEMORY_BYTES``. The errors below are the domain's;
+``analytics/http.py`` turns them into answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class AnalyticsError(Exception):
+    """Root of the analytics errors that are not bugs."""
+
+
+class QueryTimeout(AnalyticsError):
+    """The query did not finish within its deadline (it was stopped)."""
+
+
+class TooManyQueries(AnalyticsError):
+    """As many queries as allowed are running in this process."""
+
+
+class QueryTooLarge(AnalyticsError):
+    """The query needs more memory than DuckDB may use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When the query must be done, on the monotonic clock."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds left (0 once passed: callers treat that as timed out)."""
+        return max(0.0, self.at - time.monotonic())
+
+    def remaining_ms(self) -> int:
+        """Milliseconds left, at least 1 (PostgreSQL reads 0 as "no timeout")."""
+        return max(1, int(self.remaining() * 1000))
+
+
+class Gate:
+    """At most ``limit`` queries at once; the next one is refused at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        if self.running >= self.limit:
+            raise TooManyQueries(f"{self.running} analytics queries are running")
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
