@@ -21,6 +21,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -82,9 +84,30 @@ class ByteBudget:
             waiter.set_result(None)
 
 
-def _ignore_interrupts() -> None:
-    """Decoding processes leave Ctrl-C to their API process (which finishes its requests)."""
+_PARENT_POLL = 1.0  # seconds between a decoding process's checks that its API process lives
+
+
+def _prepare_decoding_process(parent: int) -> None:
+    """Set up a decoding process: Ctrl-C is left to the API process (which finishes its
+    requests), and the process ends when that API process is gone.
+
+    A pool's workers wait for work on a pipe whose writing end they hold themselves, so they
+    never see it close: an API process killed without a clean shutdown would leave them (and
+    the forkserver, which lives as long as its children) behind for ever.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(_PARENT_POLL)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # a new process owns the pid: ours is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Decoder:
@@ -124,7 +147,10 @@ class Decoder:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["ingest.decode_job"])
             self._pool = ProcessPoolExecutor(
-                max_workers=self._processes, mp_context=context, initializer=_ignore_interrupts
+                max_workers=self._processes,
+                mp_context=context,
+                initializer=_prepare_decoding_process,
+                initargs=(os.getpid(),),
             )
             self._owner = os.getpid()
         return self._pool
@@ -158,13 +184,15 @@ class Decoder:
                 retry_after=1,
             ) from ex
 
-    def _discard(self) -> None:
+    def _discard(self, *, wait: bool = False) -> None:
         pool, self._pool = self._pool, None
         if pool is not None and self._owner == os.getpid():
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def close(self) -> None:
-        self._discard()
+        """Stop the decoding processes (waiting for them: a process that exits right after
+        would take the pool's management thread with it before it told them to stop)."""
+        self._discard(wait=True)
 
 
 class Reservation:

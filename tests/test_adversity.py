@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 from pathlib import Path
 
@@ -124,3 +126,60 @@ async def test_a_full_decode_budget_answers_503_with_retry_after(
         assert retried.status_code == 202  # room again once the slow body is gone
     finally:
         assert api.stop() == 0
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists()}
+
+
+async def test_decoding_processes_end_with_their_api_process(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Killed or stopped, an API process leaves no decoding process behind."""
+    port = free_port()
+    api = start_api(settings, tmp_path / "api.log", port, workers=1)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(base)
+        async with httpx.AsyncClient(
+            base_url=base, timeout=60, headers={"X-API-Key": API_KEY}
+        ) as http:
+            answer = await http.post("/events", content=_valid_attack().body, headers=NDJSON)
+            assert answer.status_code == 202
+            worker = Tree(api.pid).processes()["api"].pid
+            decoders = _descendants(worker)
+            assert decoders, "the large body started decoding processes"
+            os.kill(worker, signal.SIGKILL)  # no clean shutdown at all
+            for _ in range(100):
+                if not _alive(decoders):
+                    break
+                await asyncio.sleep(0.1)
+            assert _alive(decoders) == set()
+            # gunicorn starts a new worker; a graceful stop then leaves nothing either.
+            await wait_ready(base)
+            answer = await http.post("/events", content=_valid_attack().body, headers=NDJSON)
+            assert answer.status_code == 202
+            everything = _descendants(api.pid)
+    finally:
+        assert api.stop() == 0
+    for _ in range(50):
+        if not _alive(everything):
+            break
+        await asyncio.sleep(0.1)
+    assert _alive(everything) == set()
