@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from core.config import Settings
 from pipeline.dead_letters import DeadLetters
+from pipeline.message import DecodedBatch, decode_message
 from pipeline.publisher import Publisher
 from pipeline.retry import Backoff
 from pipeline.steps import Message, MessageRejected, settle
@@ -42,8 +43,11 @@ _PARTITION_UPKEEP = 600.0  # seconds between partition upkeeps (days ahead, inde
 class Worker:
     """One consuming process (run several, on one host or many)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, decode: Callable[[bytes], DecodedBatch] = decode_message
+    ) -> None:
         self._settings = settings
+        self._decode = decode
         self._topology = Topology.from_settings(settings)
         self.stored_events = 0
         self.stored_batches = 0
@@ -124,7 +128,7 @@ class Worker:
             on_stored=self._on_stored,
         )
         batching = BatchStep(write, max_rows=s.batch_max_rows, max_age=s.batch_max_age_ms / 1000)
-        decode = DecodeStep(batching, dead_letters)
+        decode = DecodeStep(batching, dead_letters, decode=self._decode)
 
         upkeep = asyncio.create_task(self._partition_upkeep(stop))
         channel = await connection.channel()

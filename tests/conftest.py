@@ -104,9 +104,9 @@ class RunningWorker:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[RunningWorker]:
-    """A worker consuming ``settings``' queue in this event loop."""
-    worker = Worker(settings)
+async def running_worker(settings: Settings, **options: Any) -> AsyncIterator[RunningWorker]:
+    """A worker consuming ``settings``' queue in this event loop (``options``: for ``Worker``)."""
+    worker = Worker(settings, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     running = RunningWorker(worker, stop, task)

@@ -58,6 +58,24 @@ def deliveries(messages: Sequence[Message[object]]) -> tuple[Delivery, ...]:
 _SETTLE_ERRORS = (*aio_pika.exceptions.CONNECTION_EXCEPTIONS, TimeoutError)
 
 
+def is_message_fault(ex: BaseException) -> bool:
+    """Whether ``ex``, raised while decoding or staging one message, can be that message's fault.
+
+    Any ``Exception``, and a panic inside a Rust extension (Polars, pgpq): pyo3 derives its
+    ``PanicException`` from ``BaseException``, yet it is raised by odd data like any other
+    error. Never ``KeyboardInterrupt``, ``SystemExit`` or ``CancelledError``.
+    """
+    kind = type(ex)
+    return isinstance(ex, Exception) or (
+        kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
+    )
+
+
+def describe(ex: BaseException) -> str:
+    """An error as the ``x-error`` header and the logs show it: its type and message."""
+    return f"{type(ex).__name__}: {ex}"
+
+
 async def settle(action: Awaitable[object]) -> None:
     """Await an ack/nack; if the channel is gone the broker redelivers, which is safe."""
     try:
