@@ -46,6 +46,10 @@ REDIS_ERRORS = Counter(
     "redis_errors_total", "Rate-limit / idempotency checks skipped or refused: Redis unreachable"
 )
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays_total", "Answers replayed for an Idempotency-Key")
+BROKER_CHANNELS_OPENED = Counter(
+    "broker_channels_opened_total",
+    "AMQP channels opened by publishers (publishing, dead-lettering, reading queue depths)",
+)
 
 # The worker
 EVENTS_INSERTED = Counter("events_inserted_total", "Events stored in PostgreSQL")
