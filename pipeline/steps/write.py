@@ -32,12 +32,12 @@ from pipeline.frame import stage
 from pipeline.message import DecodedBatch
 from pipeline.retry import Backoff
 from pipeline.steps import (
+    InFlight,
     Message,
     MessageRejected,
     deliveries,
     describe,
     is_message_fault,
-    settle,
 )
 from pipeline.steps.batching import MicroBatch
 from storage.errors import BadData, Contention, DatabaseDown, StorageError, StorageUnavailable
@@ -67,6 +67,7 @@ class WriteStep:
         writer: EventWriter,
         dead_letters: DeadLetters,
         *,
+        in_flight: InFlight,
         concurrency: int,
         backoff: Backoff,
         stopping: asyncio.Event,
@@ -75,6 +76,7 @@ class WriteStep:
     ) -> None:
         self._writer = writer
         self._dead_letters = dead_letters
+        self._in_flight = in_flight
         self._concurrency = concurrency
         self._backoff = backoff
         self._max_attempts = max(1, max_attempts)
@@ -137,8 +139,7 @@ class WriteStep:
                 extra={"messages": len(messages), "error": describe(ex)[:300]},
             )
             for delivery in deliveries(messages):
-                if not delivery.processed:
-                    await settle(delivery.nack(requeue=True))
+                await self._in_flight.nack(delivery)
 
     async def _store(self, messages: Sequence[Message[DecodedBatch]]) -> None:
         started = time.perf_counter()
@@ -162,7 +163,7 @@ class WriteStep:
             await self._isolate(messages, reason=reason, error=str(ex), attempts=attempts)
             return
         for delivery in deliveries(messages):
-            await settle(delivery.ack())
+            await self._in_flight.ack(delivery)
         seconds = time.perf_counter() - started
         metrics.EVENTS_INSERTED.inc(result.inserted)
         metrics.EVENTS_DUPLICATES.inc(result.duplicates)
