@@ -102,6 +102,8 @@ class Runtime:
     async def process_shutdown(self, scope: Any, event: Any) -> None:
         if self._depths_reading is not None:
             self._depths_reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._depths_reading
         if self._commits is not None:
             await self._commits.close()
         await self.publisher.close()

@@ -428,9 +428,7 @@ async def test_a_broker_that_hangs_does_not_hold_the_scrapes(settings: Settings)
             again = await runtime.queue_depths()
             attempts = broker.accepted
         finally:
-            await runtime.publisher.close()
-            await runtime.redis.aclose()
-            runtime.analytics.close()
+            await runtime.process_shutdown(None, None)
     assert answers == [{}] * 5
     assert again == {}
     assert attempts == 1

@@ -251,3 +251,18 @@ async def test_any_error_while_decoding_dead_letters_the_message_and_the_worker_
     assert letters[0].headers["x-error"] == "RuntimeError: decoder bug"
     assert await db.fetchval("SELECT count(*) FROM events") == 12
     assert await queue_depth(settings, settings.queue_name) == 0
+
+
+def test_which_errors_count_as_the_message_s_fault() -> None:
+    """Any Exception and a Rust panic (pyo3 derives it from BaseException) isolate the
+    message; interrupts, exits and cancellation stop the worker."""
+    import polars.exceptions
+
+    from pipeline.steps import is_message_fault
+
+    assert is_message_fault(ValueError("year 18029 is out of range"))
+    assert is_message_fault(MemoryError())
+    assert is_message_fault(polars.exceptions.PanicException("called `Option::unwrap()`"))
+    assert not is_message_fault(KeyboardInterrupt())
+    assert not is_message_fault(SystemExit(1))
+    assert not is_message_fault(asyncio.CancelledError())
