@@ -478,6 +478,16 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "EVENTS_WORKER_MAX_INFLIGHT_BYTES",
+        "worker_max_inflight_bytes",
+        str(256 * 1024 * 1024),
+        "Bytes of message bodies a worker process holds at most (received, not yet "
+        "acknowledged): it sizes its prefetch window to the room left for bodies as large as "
+        "the recent ones, so it stays within this unless bodies grow, when at most one window "
+        "more arrives (docs/reliability.md). A single larger message is taken alone.",
+        _positive_int,
+    ),
+    Setting(
         "EVENTS_WORKER_CONCURRENCY",
         "worker_concurrency",
         "2",
@@ -669,6 +679,7 @@ class Settings:
     batch_max_rows: int
     batch_max_age_ms: int
     prefetch: int
+    worker_max_inflight_bytes: int
     worker_concurrency: int
     worker_processes: int
     retry_base_ms: int

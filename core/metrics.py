@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -51,6 +52,10 @@ DECODED_OFF_LOOP = Counter(
 DECODE_REFUSED = Counter(
     "decode_budget_refusals_total", "Requests refused with 503 overloaded: decode budget full"
 )
+BROKER_CHANNELS_OPENED = Counter(
+    "broker_channels_opened_total",
+    "AMQP channels opened by publishers (publishing, dead-lettering, reading queue depths)",
+)
 
 # The worker
 EVENTS_INSERTED = Counter("events_inserted_total", "Events stored in PostgreSQL")
@@ -65,6 +70,15 @@ WRITE_SECONDS = Histogram(
 )
 RETRIES = Counter("worker_retries_total", "Micro-batch writes retried", ["reason"])
 DEAD_LETTERS = Counter("dead_letters_total", "Messages sent to the dead-letter queue", ["reason"])
+WORKER_INFLIGHT_BYTES = Gauge(
+    "events_worker_inflight_bytes",
+    "Bytes of message bodies held by the worker processes (received, not yet acked)",
+    multiprocess_mode="livesum",
+)
+WORKER_INTAKE_PAUSES = Counter(
+    "worker_intake_pauses_total",
+    "Consumers cancelled because bodies grew past what the bytes cap left room for",
+)
 
 # The compactor
 COMPACTION_RUNS = Counter("compaction_runs_total", "Compaction runs")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
+import time
 from typing import Any
 
 import asyncpg
@@ -25,6 +28,16 @@ from storage.lake import Lake
 log = logging.getLogger(__name__)
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+# /metrics reuses the queue depths it read for this long: scrapes (several monitors, every
+# API process) then cost the broker at most one pair of passive declares per process and
+# period, and Prometheus, scraping every 15 s or more, never sees the difference.
+QUEUE_DEPTHS_MAX_AGE = 2.0
+# The longest a scrape waits for fresh depths; past it, it answers with the last ones read
+# (none if the last read failed), so a broker that hangs cannot hold /metrics.
+QUEUE_DEPTHS_WAIT = 1.0
+# The longest one read of the depths may take before it counts as failed.
+QUEUE_DEPTHS_TIMEOUT = 5.0
 
 
 class Runtime:
@@ -68,6 +81,9 @@ class Runtime:
         self._pool: asyncpg.Pool | None = None
         self._commits: CommitWaiter | None = None
         self._analytics_pool: asyncpg.Pool | None = None
+        self._depths: dict[str, int] = {}
+        self._depths_read_at = -math.inf  # monotonic; never yet
+        self._depths_reading: asyncio.Task[None] | None = None
         self.analytics = Analytics(
             lambda: self.analytics_pool,
             # Absolute: DuckDB may reach only this directory, and compares absolute paths.
@@ -109,6 +125,10 @@ class Runtime:
         gc.freeze()
 
     async def process_shutdown(self, scope: Any, event: Any) -> None:
+        if self._depths_reading is not None:
+            self._depths_reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._depths_reading
         if self._commits is not None:
             await self._commits.close()
         await self.publisher.close()
@@ -155,11 +175,31 @@ class Runtime:
             return False
 
     async def queue_depths(self) -> dict[str, int]:
-        """Messages waiting in the queue and the DLQ (empty when the broker is down)."""
+        """Messages waiting in the queue and the DLQ, read at most every
+        ``QUEUE_DEPTHS_MAX_AGE`` seconds (empty when the last read failed).
+
+        Concurrent scrapes share one read; none waits for it longer than
+        ``QUEUE_DEPTHS_WAIT``.
+        """
+        if time.monotonic() - self._depths_read_at < QUEUE_DEPTHS_MAX_AGE:
+            return self._depths
+        if self._depths_reading is None or self._depths_reading.done():
+            self._depths_reading = asyncio.create_task(self._read_depths())
+        with contextlib.suppress(TimeoutError):
+            # Shielded: a scrape that stops waiting leaves the read to finish for the next.
+            await asyncio.wait_for(asyncio.shield(self._depths_reading), QUEUE_DEPTHS_WAIT)
+        return self._depths
+
+    async def _read_depths(self) -> None:
         try:
-            return await self.publisher.queue_depths()
-        except Exception:
-            return {}
+            depths = await asyncio.wait_for(self.publisher.queue_depths(), QUEUE_DEPTHS_TIMEOUT)
+        except Exception as ex:  # any failure of the broker or the client: no depths to report
+            log.debug("queue depths unavailable", extra={"error": type(ex).__name__})
+            depths = {}
+        self._depths = depths
+        # A failed read is remembered as long as a good one: a broker that is down is asked
+        # no more often than one that is up.
+        self._depths_read_at = time.monotonic()
 
     async def broker_ready(self) -> bool:
         if self.publisher.ready:

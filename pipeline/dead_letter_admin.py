@@ -1,10 +1,13 @@
 """``events dlq``: inspect, replay and purge the dead-letter queue.
 
 RabbitMQ has no way to read a queue without taking messages, so ``list`` and ``show`` take
-them unacknowledged and close the channel, which returns them all to the DLQ. ``replay``
-publishes a message to the main queue (with confirm) and only then acknowledges it in the
-DLQ: a crash in between leaves a copy in both, which is harmless because the worker stores
-each event_id once.
+them unacknowledged, then return them to the DLQ with ``basic.nack(requeue=true)`` before the
+channel closes (closing it would return them too). An explicit nack because RabbitMQ 4.x
+counts it as a plain return, not a failed delivery, so it does not add to the message's
+``x-delivery-count`` (a closed channel does); on 3.x every return counts, which is why the DLQ
+is declared with a limit out of reach (``pipeline/topology.py``). ``replay`` publishes a
+message to the main queue (with confirm) and only then acknowledges it in the DLQ: a crash in
+between leaves a copy in both, which is harmless because the worker stores each event_id once.
 """
 
 from __future__ import annotations
@@ -112,21 +115,33 @@ class DeadLetterQueue:
         self._topology = topology
 
     @contextlib.asynccontextmanager
-    async def _channel(self) -> AsyncIterator[tuple[AbstractChannel, AbstractQueue]]:
+    async def _channel(
+        self,
+    ) -> AsyncIterator[tuple[AbstractChannel, AbstractQueue, list[AbstractIncomingMessage]]]:
+        """The DLQ on a fresh channel, and a list for the messages taken from it: those not
+        acknowledged when the block ends are returned to the DLQ (see the module doc)."""
         connection = await aio_pika.connect(self._url, timeout=5)
+        taken: list[AbstractIncomingMessage] = []
         try:
             await self._topology.declare(connection)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             queue = await channel.declare_queue(self._topology.dead_letter_queue, passive=True)
-            yield channel, queue
+            try:
+                yield channel, queue, taken
+            finally:
+                # In the order taken, so the DLQ keeps its order. Only once everything was
+                # read: a message returned earlier would be the next one read again.
+                with contextlib.suppress(*aio_pika.exceptions.CONNECTION_EXCEPTIONS):
+                    for message in taken:
+                        if not message.processed:
+                            await message.nack(requeue=True)
         finally:
             await connection.close()
 
     async def _take_all(
-        self, queue: AbstractQueue, limit: int | None = None
+        self, queue: AbstractQueue, taken: list[AbstractIncomingMessage], limit: int | None = None
     ) -> list[AbstractIncomingMessage]:
-        """Messages taken unacknowledged (they return to the queue when the channel closes)."""
-        taken: list[AbstractIncomingMessage] = []
+        """Messages taken unacknowledged, added to ``taken`` (returned when the block ends)."""
         while limit is None or len(taken) < limit:
             message = await queue.get(no_ack=False, fail=False, timeout=5)
             if message is None:
@@ -135,20 +150,21 @@ class DeadLetterQueue:
         return taken
 
     async def count(self) -> int:
-        async with self._channel() as (_, queue):
+        async with self._channel() as (_, queue, _taken):
             return int(queue.declaration_result.message_count or 0)
 
     async def entries(self, limit: int = 100) -> tuple[int, list[DeadLetter]]:
         """The number of dead letters and the first ``limit`` of them."""
-        async with self._channel() as (_, queue):
+        async with self._channel() as (_, queue, taken):
             total = int(queue.declaration_result.message_count or 0)
-            return total, [describe(m) for m in await self._take_all(queue, limit)]
+            return total, [describe(m) for m in await self._take_all(queue, taken, limit)]
 
     async def show(self, message_id: str, events: int | None = 20) -> dict[str, Any] | None:
-        async with self._channel() as (_, queue):
-            # Taken one by one until the match (each stays unacked until the channel closes,
-            # then returns to the DLQ): never the whole queue in memory.
+        async with self._channel() as (_, queue, taken):
+            # Taken one by one until the match (each stays unacked until the block ends, then
+            # returns to the DLQ): never the whole queue in memory.
             while (message := await queue.get(no_ack=False, fail=False, timeout=5)) is not None:
+                taken.append(message)
                 if message.message_id == message_id:
                     out = describe(message).as_dict()
                     out["headers"] = {
@@ -168,15 +184,16 @@ class DeadLetterQueue:
         """
         wanted = None if ids is None else set(ids)
         replayed: list[str] = []
-        async with self._channel() as (channel, queue):
+        async with self._channel() as (channel, queue, taken):
             budget = int(queue.declaration_result.message_count or 0)
             while budget > 0 and (wanted is None or wanted - set(replayed)):
                 message = await queue.get(no_ack=False, fail=False, timeout=5)
                 if message is None:
                     break
+                taken.append(message)
                 budget -= 1
                 if wanted is not None and message.message_id not in wanted:
-                    continue  # stays unacked: back to the DLQ when the channel closes
+                    continue  # stays unacked: back to the DLQ when the block ends
                 await self._republish(channel, message)
                 await message.ack()
                 replayed.append(message.message_id or "")
@@ -203,6 +220,6 @@ class DeadLetterQueue:
         )
 
     async def purge(self) -> int:
-        async with self._channel() as (_, queue):
+        async with self._channel() as (_, queue, _taken):
             result = await queue.purge()
             return int(result.message_count or 0)

@@ -16,7 +16,7 @@ from typing import Any
 from core import metrics
 from core.ids import uuid7
 from pipeline.publisher import BrokerUnavailable, Publisher
-from pipeline.steps import Delivery, settle
+from pipeline.steps import Delivery, InFlight
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 class DeadLetters:
     """Moves deliveries to the dead-letter queue."""
 
-    def __init__(self, publisher: Publisher, *, queue: str, source_queue: str) -> None:
+    def __init__(
+        self, publisher: Publisher, *, queue: str, source_queue: str, in_flight: InFlight
+    ) -> None:
         self._publisher = publisher
+        self._in_flight = in_flight
         self._queue = queue
         self._source_queue = source_queue
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,9 +72,9 @@ class DeadLetters:
                 )
             except BrokerUnavailable:
                 log.exception("could not dead-letter a message; returning it to its queue")
-                await settle(delivery.nack(requeue=True))
+                await self._in_flight.nack(delivery)
                 continue
-            await settle(delivery.ack())
+            await self._in_flight.ack(delivery)
             metrics.DEAD_LETTERS.labels(reason=reason).inc()
 
     async def join(self, timeout: float | None = None) -> None:

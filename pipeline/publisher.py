@@ -14,8 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
+from core import metrics
 from core.errors import TransientError
 from pipeline.message import CONTENT_TYPE, MESSAGE_TYPE
 from pipeline.topology import Topology
@@ -57,6 +59,9 @@ class Publisher:
         self._retry_interval = retry_interval
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
+        # Kept for reading queue depths, and the AMQP channel under it that was last used.
+        self._depths: AbstractRobustChannel | None = None
+        self._depths_underlay: aiormq.abc.AbstractChannel | None = None
         self._lock = asyncio.Lock()
         self._last_attempt = 0.0
         self._closing = False
@@ -103,6 +108,7 @@ class Publisher:
             try:
                 await self._topology.declare(connection)
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                metrics.BROKER_CHANNELS_OPENED.inc()
             except _PUBLISH_ERRORS as ex:
                 await connection.close()
                 raise BrokerUnavailable(f"cannot set up RabbitMQ: {type(ex).__name__}") from ex
@@ -156,25 +162,42 @@ class Publisher:
             raise BrokerUnavailable(f"publish failed: {type(ex).__name__}") from ex
 
     async def queue_depths(self) -> dict[str, int]:
-        """Messages ready in the queue and in the DLQ, by a passive declare of each."""
+        """Messages ready in the queue and in the DLQ, by a passive declare of each.
+
+        On one channel kept for it, opened at the first call and again only once it closed:
+        a channel per call is the churn RabbitMQ advises against, and /metrics is scraped
+        by every monitoring system there is.
+        """
         await self._ensure_connected()
+        channel = await self._depths_channel()
+        depths = {}
+        for name in (self._topology.queue, self._topology.dead_letter_queue):
+            declared = await asyncio.wait_for(
+                channel.queue_declare(name, passive=True), self._connect_timeout
+            )
+            depths[name] = int(declared.message_count or 0)
+        return depths
+
+    async def _depths_channel(self) -> aiormq.abc.AbstractChannel:
         if self._connection is None:
             raise BrokerUnavailable("not connected")
-        channel = await self._connection.channel()
-        try:
-            depths = {}
-            for name in (self._topology.queue, self._topology.dead_letter_queue):
-                queue = await asyncio.wait_for(
-                    channel.declare_queue(name, passive=True), self._connect_timeout
-                )
-                depths[name] = int(queue.declaration_result.message_count or 0)
-            return depths
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        if self._depths is None or self._depths.is_closed:
+            self._depths = await self._connection.channel()
+            metrics.BROKER_CHANNELS_OPENED.inc()
+            self._depths_underlay = None
+        # The AMQP channel itself: aio-pika answers a passive declare of a queue it declared
+        # before from its cache, with the count of then.
+        underlay = await self._depths.get_underlay_channel()
+        if self._depths_underlay is not None and underlay is not self._depths_underlay:
+            # The robust channel opened a new one by itself (after a reconnect, or after a
+            # declare of a missing queue closed the old one).
+            metrics.BROKER_CHANNELS_OPENED.inc()
+        self._depths_underlay = underlay
+        return underlay
 
     async def close(self) -> None:
         self._closing = True
         if self._connection is not None:
             await self._connection.close()
-        self._connection = self._channel = None
+        self._connection = self._channel = self._depths = None
+        self._depths_underlay = None

@@ -5,7 +5,9 @@
   moved, never dropped. ``x-overflow: reject-publish`` makes a full queue refuse new
   publishes (the API answers 503) instead of silently dropping old messages.
 - ``<prefix>_queue_dlq``: durable queue for messages that cannot be stored (undecodable,
-  or poison data). The worker publishes there itself, with headers saying why.
+  or poison data). The worker publishes there itself, with headers saying why. As a quorum
+  queue it gets an explicit ``x-delivery-limit`` of ``DEAD_LETTER_DELIVERY_LIMIT``: it has no
+  dead-letter target of its own, so a message past its limit would be dropped.
 
 Both are reached through the default exchange (routing key = queue name); publishes are
 ``mandatory`` so a missing queue is an error, never a silent drop.
@@ -24,6 +26,15 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from core.config import Settings
 
 log = logging.getLogger(__name__)
+
+# RabbitMQ 4.x gives a quorum queue declared without ``x-delivery-limit`` a limit of 20 (3.x:
+# none), and a message returned more often than that is dropped when the queue has no
+# dead-letter target, as the DLQ has not. Reading the DLQ (``events dlq list/show``) returns
+# what it read. On 3.10 every return counts, however it is made (measured: channel close,
+# ``basic.nack`` and ``basic.reject`` with requeue each add one to ``x-delivery-count``), so
+# the limit must be far out of reach. ``-1``, "no limit" on 4.x, drops a message at its first
+# return on 3.10 (measured); the largest signed 32-bit value is accepted by both.
+DEAD_LETTER_DELIVERY_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +77,11 @@ class Topology:
         return args
 
     def dead_letter_arguments(self) -> dict[str, Any]:
-        return {"x-queue-type": self.queue_type}
+        args: dict[str, Any] = {"x-queue-type": self.queue_type}
+        if self.queue_type == "quorum":
+            # A classic queue refuses the argument (PRECONDITION_FAILED, on 3.10 too).
+            args["x-delivery-limit"] = DEAD_LETTER_DELIVERY_LIMIT
+        return args
 
     async def declare(self, connection: AbstractConnection) -> None:
         """Declare both queues; an existing queue with other arguments is kept as it is."""

@@ -3,8 +3,10 @@
     delivery -> DecodeStep -> BatchStep (rows OR age) -> WriteStep (COPY, commit) -> ack
 
 The runner takes deliveries from the consumer one at a time and submits them; when a
-step answers ``MessageRejected`` it stops taking deliveries until a write finishes. The
-broker's prefetch window (``EVENTS_PREFETCH``) bounds what waits in between.
+step answers ``MessageRejected`` it stops taking deliveries until a write finishes. What
+waits in between is bounded by the consumer's prefetch window, which the intake
+(``pipeline/intake.py``) sizes so that the bodies held stay under
+``EVENTS_WORKER_MAX_INFLIGHT_BYTES`` (and at most ``EVENTS_PREFETCH`` messages).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +25,10 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from core.config import Settings
 from core.retry import Backoff
 from pipeline.dead_letters import DeadLetters
+from pipeline.intake import Intake
+from pipeline.message import DecodedBatch, decode_message
 from pipeline.publisher import Publisher
-from pipeline.steps import Message, MessageRejected, settle
+from pipeline.steps import InFlight, Message, MessageRejected
 from pipeline.steps.batching import BatchStep
 from pipeline.steps.decode import DecodeStep
 from pipeline.steps.write import WriteStep
@@ -42,9 +46,14 @@ _PARTITION_UPKEEP = 600.0  # seconds between partition upkeeps (days ahead, inde
 class Worker:
     """One consuming process (run several, on one host or many)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, decode: Callable[[bytes], DecodedBatch] = decode_message
+    ) -> None:
         self._settings = settings
+        self._decode = decode
         self._topology = Topology.from_settings(settings)
+        # The deliveries held, and their bytes (``in_flight.peak``: the most at once).
+        self.in_flight = InFlight()
         self.stored_events = 0
         self.stored_batches = 0
 
@@ -111,12 +120,16 @@ class Worker:
         dlq_publisher = Publisher(s.rabbitmq_url, self._topology, confirm_timeout=s.publish_timeout)
         await dlq_publisher.start()
         dead_letters = DeadLetters(
-            dlq_publisher, queue=self._topology.dead_letter_queue, source_queue=self._topology.queue
+            dlq_publisher,
+            queue=self._topology.dead_letter_queue,
+            source_queue=self._topology.queue,
+            in_flight=self.in_flight,
         )
         stopping = asyncio.Event()
         write = WriteStep(
             EventWriter(pool, notify_channel=s.commit_channel, hot_days=s.hot_days),
             dead_letters,
+            in_flight=self.in_flight,
             concurrency=s.worker_concurrency,
             backoff=Backoff(base=s.retry_base_ms / 1000, maximum=s.retry_max_ms / 1000),
             stopping=stopping,
@@ -124,19 +137,29 @@ class Worker:
             on_stored=self._on_stored,
         )
         batching = BatchStep(write, max_rows=s.batch_max_rows, max_age=s.batch_max_age_ms / 1000)
-        decode = DecodeStep(batching, dead_letters)
+        decode = DecodeStep(batching, dead_letters, decode=self._decode)
 
         upkeep = asyncio.create_task(self._partition_upkeep(stop))
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=s.prefetch)
         queue = await channel.declare_queue(self._topology.queue, passive=True)
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        consumer_tag = await queue.consume(inbox.put)
+        intake = Intake(
+            channel,
+            queue,
+            inbox,
+            self.in_flight,
+            max_bytes=s.worker_max_inflight_bytes,
+            max_window=s.prefetch,
+            # Until a body has been seen, assume the largest the API accepts.
+            first_estimate=s.max_body_bytes,
+        )
+        intake.start()
         log.info(
             "worker consuming",
             extra={
                 "queue": self._topology.queue,
                 "prefetch": s.prefetch,
+                "max_inflight_bytes": s.worker_max_inflight_bytes,
                 "concurrency": s.worker_concurrency,
             },
         )
@@ -167,8 +190,7 @@ class Worker:
             log.info("worker stopping: finishing current micro-batches")
             stopping.set()
             stop_wait.cancel()
-            with contextlib.suppress(*aio_pika.exceptions.CONNECTION_EXCEPTIONS):
-                await queue.cancel(consumer_tag)
+            await intake.stop()
             await decode.join(timeout=s.shutdown_timeout)
             decode.close()
             # Deliveries taken but not processed go back to the queue for another worker.
@@ -176,14 +198,21 @@ class Worker:
             while not inbox.empty():
                 leftovers.append(inbox.get_nowait())
             for delivery in leftovers:
-                await settle(delivery.nack(requeue=True))
+                await self.in_flight.nack(delivery)
             upkeep.cancel()
             await dlq_publisher.close()
             await connection.close()
+            # Writes cut short by the shutdown timeout never settled theirs; with the
+            # connection closed the broker has returned them to the queue.
+            self.in_flight.release_all()
             await pool.close()
             log.info(
                 "worker stopped",
-                extra={"stored_events": self.stored_events, "at": datetime.now(UTC).isoformat()},
+                extra={
+                    "stored_events": self.stored_events,
+                    "peak_inflight_bytes": self.in_flight.peak,
+                    "at": datetime.now(UTC).isoformat(),
+                },
             )
 
 

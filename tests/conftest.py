@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -104,9 +106,9 @@ class RunningWorker:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[RunningWorker]:
-    """A worker consuming ``settings``' queue in this event loop."""
-    worker = Worker(settings)
+async def running_worker(settings: Settings, **options: Any) -> AsyncIterator[RunningWorker]:
+    """A worker consuming ``settings``' queue in this event loop (``options``: for ``Worker``)."""
+    worker = Worker(settings, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     running = RunningWorker(worker, stop, task)
@@ -187,3 +189,15 @@ async def wait_for_queue_depth(
         await asyncio.sleep(0.05)
         depth = await queue_depth(settings, name)
     return depth
+
+
+def broker_queues(*columns: str) -> dict[str, dict[str, Any]]:
+    """``rabbitmqctl list_queues``: what the broker itself reports, by queue name."""
+    out = subprocess.run(
+        ["rabbitmqctl", "list_queues", "-q", "--formatter", "json", "name", *columns],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return {row["name"]: row for row in json.loads(out)}

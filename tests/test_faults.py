@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from core.config import Settings
-from tests.conftest import API_KEY, new_event, queue_depth
+from tests.conftest import API_KEY, new_event, queue_depth, wait_for_rows
 from tests.services import Load, free_port, service_env, start_api, start_worker, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -92,7 +92,8 @@ async def test_worker_killed_mid_load_loses_and_doubles_nothing(
         load.start()
         try:
             await asyncio.sleep(2.0)
-            before_kill = int(await db.fetchval("SELECT count(*) FROM events"))
+            # On a busy machine the worker process can take longer than that to start.
+            before_kill = await wait_for_rows(db, 1)
             worker.kill()  # SIGKILL: no chance to finish its micro-batches
             await asyncio.sleep(1.0)
             worker.start()

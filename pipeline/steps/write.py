@@ -11,6 +11,10 @@
 - Data the database refuses (``BadData``) and suspect micro-batches are isolated by
   splitting in halves until the offending message is alone; it goes to the dead-letter
   queue with the reason and the attempt count, and the rest is stored.
+- Staging (``pipeline/frame.py``, our own code) raising anything for a micro-batch is
+  isolated the same way at once (``staging_failed``): staging the same rows again fails
+  again, and letting the error escape would crash the worker, whose restarts would walk
+  every message it held towards the delivery limit.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from core.retry import Backoff
 from pipeline.dead_letters import DeadLetters
 from pipeline.frame import stage
 from pipeline.message import DecodedBatch
-from pipeline.steps import Message, MessageRejected, deliveries, settle
+from pipeline.steps import (
+    InFlight,
+    Message,
+    MessageRejected,
+    deliveries,
+    describe,
+    is_message_fault,
+)
 from pipeline.steps.batching import MicroBatch
 from storage.errors import BadData, Contention, DatabaseDown, StorageError, StorageUnavailable
 from storage.writer import EventWriter, StagedRows, WriteResult
@@ -56,6 +67,7 @@ class WriteStep:
         writer: EventWriter,
         dead_letters: DeadLetters,
         *,
+        in_flight: InFlight,
         concurrency: int,
         backoff: Backoff,
         stopping: asyncio.Event,
@@ -64,6 +76,7 @@ class WriteStep:
     ) -> None:
         self._writer = writer
         self._dead_letters = dead_letters
+        self._in_flight = in_flight
         self._concurrency = concurrency
         self._backoff = backoff
         self._max_attempts = max(1, max_attempts)
@@ -79,7 +92,7 @@ class WriteStep:
         self._reap()
         if len(self._tasks) >= self._concurrency:
             raise MessageRejected
-        task = asyncio.create_task(self._store(message.payload.messages))
+        task = asyncio.create_task(self._run(message.payload.messages))
         self._tasks.add(task)
 
     def poll(self) -> None:
@@ -91,7 +104,9 @@ class WriteStep:
             if not task.cancelled() and (ex := task.exception()) is not None:
                 if isinstance(ex, Stopping):
                     continue
-                raise ex  # a bug: crash the worker, the broker redelivers what was unacked
+                # Only what ``_run`` does not catch gets here (KeyboardInterrupt, SystemExit):
+                # stop the worker; the broker redelivers what was unacked.
+                raise ex
 
     async def wait_for_room(self, timeout: float | None) -> None:
         """Return once a write finished (or after ``timeout``); at once if there is room."""
@@ -108,10 +123,35 @@ class WriteStep:
         for task in self._tasks:
             task.cancel()
 
+    async def _run(self, messages: Sequence[Message[DecodedBatch]]) -> None:
+        try:
+            await self._store(messages)
+        except Stopping:
+            raise
+        except BaseException as ex:
+            if not is_message_fault(ex):
+                raise
+            # A bug after the data was classified (acknowledging, dead-lettering, a metric):
+            # return what is not settled yet to the queue rather than crash the worker. The
+            # ledger drops what a redelivery already stored.
+            log.exception(
+                "micro-batch failed unexpectedly; its messages go back to the queue",
+                extra={"messages": len(messages), "error": describe(ex)[:300]},
+            )
+            for delivery in deliveries(messages):
+                await self._in_flight.nack(delivery)
+
     async def _store(self, messages: Sequence[Message[DecodedBatch]]) -> None:
         started = time.perf_counter()
         batches = [m.payload for m in messages]
-        staged = await asyncio.to_thread(stage, batches)
+        try:
+            staged = await asyncio.to_thread(stage, batches)
+        except BaseException as ex:
+            if not is_message_fault(ex):
+                raise
+            # Nothing was written: no write attempt to count.
+            await self._isolate(messages, reason="staging_failed", error=describe(ex), attempts=0)
+            return
         try:
             result = await self._write_retrying(staged)
         except (BadData, GaveUp) as ex:
@@ -120,30 +160,10 @@ class WriteStep:
                 if isinstance(ex, GaveUp)
                 else ("refused_by_database", 1)
             )
-            if len(messages) == 1:
-                log.error(
-                    "message cannot be stored; sent to the dead-letter queue",
-                    extra={
-                        "batch_id": str(batches[0].meta.batch_id),
-                        "reason": reason,
-                        "attempts": attempts,
-                        "error": str(ex),
-                    },
-                )
-                await self._dead_letters.send_now(
-                    deliveries(messages), reason=reason, error=str(ex), attempts=attempts
-                )
-                return
-            half = len(messages) // 2
-            log.warning(
-                "micro-batch cannot be stored; isolating the bad message",
-                extra={"messages": len(messages), "reason": reason},
-            )
-            await self._store(messages[:half])
-            await self._store(messages[half:])
+            await self._isolate(messages, reason=reason, error=str(ex), attempts=attempts)
             return
         for delivery in deliveries(messages):
-            await settle(delivery.ack())
+            await self._in_flight.ack(delivery)
         seconds = time.perf_counter() - started
         metrics.EVENTS_INSERTED.inc(result.inserted)
         metrics.EVENTS_DUPLICATES.inc(result.duplicates)
@@ -152,6 +172,36 @@ class WriteStep:
         if self._on_stored is not None:
             self._on_stored(result, seconds)
 
+    async def _isolate(
+        self, messages: Sequence[Message[DecodedBatch]], *, reason: str, error: str, attempts: int
+    ) -> None:
+        """Dead-letter the message that fails, store the others: halve until it is alone."""
+        if len(messages) == 1:
+            log.error(
+                "message cannot be stored; sent to the dead-letter queue",
+                extra={
+                    "batch_id": str(messages[0].payload.meta.batch_id),
+                    "reason": reason,
+                    "attempts": attempts,
+                    "error": error[:300],
+                },
+            )
+            await self._dead_letters.send_now(
+                deliveries(messages), reason=reason, error=error, attempts=attempts
+            )
+            return
+        half = len(messages) // 2
+        log.warning(
+            "micro-batch cannot be stored; isolating the bad message",
+            extra={
+                "messages": len(messages),
+                "reason": reason,
+                "first_batch_id": str(messages[0].payload.meta.batch_id),
+            },
+        )
+        await self._store(messages[:half])
+        await self._store(messages[half:])
+
     async def _write_retrying(self, staged: StagedRows) -> WriteResult:
         attempt = 0  # every retry, for the back-off
         counted = 0  # failures that were not a lost server
@@ -159,25 +209,36 @@ class WriteStep:
             try:
                 return await self._writer.write(staged)
             except StorageUnavailable as ex:
-                reason = (
-                    "database_down"
-                    if isinstance(ex, DatabaseDown)
-                    else "contention"
-                    if isinstance(ex, Contention)
-                    else "write_error"
-                )
-                metrics.RETRIES.labels(reason=reason).inc()
-                if reason == "write_error":
-                    counted += 1
-                    if counted >= self._max_attempts:
-                        raise GaveUp(counted, ex) from ex
-                if self._stopping.is_set() and attempt > 0:
-                    raise Stopping("giving up a write while stopping") from ex
-                delay = self._backoff.delay(attempt)
-                log.warning(
-                    "database write failed; retrying",
-                    extra={"error": str(ex), "attempt": attempt + 1, "retry_in_s": round(delay, 2)},
-                )
-                attempt += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                error = ex
+            except BadData:
+                raise
+            except BaseException as ex:
+                if not is_message_fault(ex):
+                    raise
+                # Not a database error: our own code failed on these rows (preparing them
+                # again after duplicates, ...). Counted like an unknown database error, so
+                # after EVENTS_MAX_ATTEMPTS the message that causes it is isolated.
+                error = StorageUnavailable(f"unexpected error while writing: {describe(ex)}")
+                error.__cause__ = ex
+            reason = (
+                "database_down"
+                if isinstance(error, DatabaseDown)
+                else "contention"
+                if isinstance(error, Contention)
+                else "write_error"
+            )
+            metrics.RETRIES.labels(reason=reason).inc()
+            if reason == "write_error":
+                counted += 1
+                if counted >= self._max_attempts:
+                    raise GaveUp(counted, error) from error
+            if self._stopping.is_set() and attempt > 0:
+                raise Stopping("giving up a write while stopping") from error
+            delay = self._backoff.delay(attempt)
+            log.warning(
+                "database write failed; retrying",
+                extra={"error": str(error), "attempt": attempt + 1, "retry_in_s": round(delay, 2)},
+            )
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)

@@ -319,6 +319,23 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+async def depths_once_refreshed(
+    c: testing.ASGIConductor, settings: Settings, expected: tuple[int, int]
+) -> tuple[int, int]:
+    """``queue_messages`` of the queue and the DLQ, scraped until they are ``expected``
+    (the depths are re-read every QUEUE_DEPTHS_MAX_AGE seconds) or 10 s passed."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        text = (await c.simulate_get("/metrics")).text
+        got = (
+            int(sample(text, "queue_messages", queue=settings.queue_name)),
+            int(sample(text, "queue_messages", queue=settings.dead_letter_queue_name)),
+        )
+        if got == expected or asyncio.get_running_loop().time() > deadline:
+            return got
+        await asyncio.sleep(0.2)
+
+
 async def test_metrics_count_what_happened(settings: Settings) -> None:
     async with conductor(settings) as c:
         before = (await c.simulate_get("/metrics")).text
@@ -326,6 +343,7 @@ async def test_metrics_count_what_happened(settings: Settings) -> None:
         await c.simulate_post("/events", body=orjson.dumps(batch), headers=JSON)
         await c.simulate_get("/nowhere")
         result = await c.simulate_get("/metrics")
+        queued_depths = await depths_once_refreshed(c, settings, (1, 0))
     after = result.text
     assert result.status_code == 200
     assert result.headers["content-type"].startswith("text/plain")
@@ -343,8 +361,79 @@ async def test_metrics_count_what_happened(settings: Settings) -> None:
         == 1
     )
     assert delta("publish_duration_seconds_count") == 1
-    assert sample(after, "queue_messages", queue=settings.queue_name) == 1
-    assert sample(after, "queue_messages", queue=settings.dead_letter_queue_name) == 0
+    # Queue depths are read at most every QUEUE_DEPTHS_MAX_AGE seconds: `after` may still
+    # report the depths read by the scrape before the POST.
+    assert queued_depths == (1, 0)
+
+
+async def test_scrapes_open_no_channel_and_report_the_depths(settings: Settings) -> None:
+    """50 concurrent scrapes open no broker channel (the depths are read on one channel kept
+    for it, at most every QUEUE_DEPTHS_MAX_AGE seconds) and report what waits in the queue."""
+    async with conductor(settings) as c:
+        posted = [await c.simulate_post("/events", body=events(2), headers=JSON) for _ in range(3)]
+        first = (await c.simulate_get("/metrics")).text
+        scrapes = await asyncio.gather(*(c.simulate_get("/metrics") for _ in range(50)))
+        last = (await c.simulate_get("/metrics")).text
+        posted += [await c.simulate_post("/events", body=events(2), headers=JSON) for _ in range(2)]
+        later = await depths_once_refreshed(c, settings, (5, 0))
+        final = (await c.simulate_get("/metrics")).text
+    assert [r.status_code for r in posted] == [202] * 5
+    assert {r.status_code for r in scrapes} == {200}
+    for text in [first, *(r.text for r in scrapes), last]:
+        assert sample(text, "queue_messages", queue=settings.queue_name) == 3
+        assert sample(text, "queue_messages", queue=settings.dead_letter_queue_name) == 0
+    # The counter includes the channel the first scrape opened for the depths (if no earlier
+    # test in this process did), never one per scrape.
+    opened = sample(first, "broker_channels_opened_total")
+    assert opened >= 2  # this app's publishing channel and its depths channel
+    assert sample(last, "broker_channels_opened_total") == opened
+    assert later == (5, 0)
+    assert sample(final, "broker_channels_opened_total") == opened
+
+
+class SilentBroker:
+    """A TCP server that accepts AMQP clients and never answers: a broker that hangs."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._writers.append(writer)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_broker_that_hangs_does_not_hold_the_scrapes(settings: Settings) -> None:
+    """While the broker does not answer, scrapes still answer (without queue depths), and
+    all of them together wait on one attempt to reach it."""
+    from ingest.runtime import Runtime
+
+    broker = SilentBroker()
+    async with broker as port:
+        runtime = Runtime(
+            settings.with_overrides(rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{port}/%2F")
+        )
+        try:
+            answers = await asyncio.gather(*(runtime.queue_depths() for _ in range(5)))
+            again = await runtime.queue_depths()
+            attempts = broker.accepted
+        finally:
+            await runtime.process_shutdown(None, None)
+    assert answers == [{}] * 5
+    assert again == {}
+    assert attempts == 1
 
 
 async def bucket_tokens(client: aioredis.Redis, settings: Settings, kind: str) -> float:

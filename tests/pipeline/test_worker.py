@@ -13,7 +13,7 @@ import pyarrow as pa
 from core.config import Settings
 from core.ids import uuid7
 from ingest.validate import Limits, validate_records
-from pipeline.message import BatchMeta, encode_message
+from pipeline.message import BatchMeta, DecodedBatch, decode_message, encode_message
 from pipeline.publisher import Publisher
 from tests.conftest import (
     drain_queue,
@@ -23,7 +23,7 @@ from tests.conftest import (
     wait_for_queue_depth,
     wait_for_rows,
 )
-from tests.pipeline.conftest import NOW, publish
+from tests.pipeline.conftest import NOW, message, publish
 
 
 async def test_worker_stores_batches_once_and_acks_them(
@@ -176,3 +176,93 @@ async def test_nothing_is_acked_while_postgres_blocks_writes_and_all_lands_after
     assert sorted(r["event_id"] for r in await db.fetch("SELECT event_id FROM events")) == sorted(
         ids
     )
+
+
+def far_future_message() -> tuple[bytes, BatchMeta]:
+    """A message that decodes (a producer bypassed the API's date checks) but cannot be
+    staged: its occurred_at lies in year 18029, beyond what a Python date can hold."""
+    table = validate_records([new_event()], Limits(), NOW).table
+    far = pa.array([2 * 253_402_300_800_000_000], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    meta = BatchMeta(batch_id=uuid7(), received_at=NOW, key_id="rogue", source="arrow")
+    return encode_message(table.set_column(1, "occurred_at", far), meta), meta
+
+
+async def test_a_message_that_breaks_staging_is_isolated_and_the_worker_goes_on(
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher
+) -> None:
+    """Staging raising (not the database refusing) costs only the message that causes it:
+    no crash, no redelivery loop; the rest of its micro-batch and later messages are stored."""
+    bad_body, bad_meta = far_future_message()
+    decode_message(bad_body)  # the worker's decode step lets it through
+    goods = [[new_event() for _ in range(5)] for _ in range(6)]
+    slow = settings.with_overrides(batch_max_age_ms=500)  # all seven land in one micro-batch
+    async with running_worker(slow) as running:
+        for i, events in enumerate(goods):
+            if i == 3:
+                await publisher.publish(
+                    bad_body, message_id=str(bad_meta.batch_id), timestamp=NOW, headers={}
+                )
+            await publish(publisher, events)
+        assert await wait_for_rows(db, 30) == 30
+        assert await wait_for_queue_depth(settings, settings.dead_letter_queue_name, 1) == 1
+        assert not running.task.done()
+        later = [new_event() for _ in range(7)]
+        await publish(publisher, later)
+        assert await wait_for_rows(db, 37) == 37
+        assert not running.task.done()
+    letters = await _dead_letters(settings)
+    assert [m.message_id for m in letters] == [str(bad_meta.batch_id)]
+    assert letters[0].body == bad_body
+    assert letters[0].headers["x-dead-letter-reason"] == "staging_failed"
+    assert letters[0].headers["x-error"] == "ValueError: year 18029 is out of range"
+    assert letters[0].headers["x-write-attempts"] == 0
+    stored = {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM events")}
+    assert stored == {e["event_id"] for events in [*goods, later] for e in events}
+    assert await db.fetchval("SELECT count(*) FROM events") == 37
+    assert await db.fetchval("SELECT count(*) FROM ingest_batches") == 7
+    assert await queue_depth(settings, settings.queue_name) == 0
+
+
+async def test_any_error_while_decoding_dead_letters_the_message_and_the_worker_goes_on(
+    settings: Settings, db: asyncpg.Connection, publisher: Publisher
+) -> None:
+    """An error ``decode_message`` does not foresee (here a decoder that raises
+    ``RuntimeError`` for one body) is dead-lettered like an undecodable body."""
+    goods = [[new_event() for _ in range(4)] for _ in range(3)]
+    cursed, _ = message([new_event()])
+
+    def decode(body: bytes) -> DecodedBatch:
+        if body == cursed:
+            raise RuntimeError("decoder bug")
+        return decode_message(body)
+
+    async with running_worker(settings, decode=decode) as running:
+        await publish(publisher, goods[0])
+        await publisher.publish(cursed, message_id="cursed-1", timestamp=NOW, headers={})
+        for events in goods[1:]:
+            await publish(publisher, events)
+        assert await wait_for_rows(db, 12) == 12
+        assert await wait_for_queue_depth(settings, settings.dead_letter_queue_name, 1) == 1
+        assert not running.task.done()
+    letters = await _dead_letters(settings)
+    assert [m.message_id for m in letters] == ["cursed-1"]
+    assert letters[0].body == cursed
+    assert letters[0].headers["x-dead-letter-reason"] == "undecodable"
+    assert letters[0].headers["x-error"] == "RuntimeError: decoder bug"
+    assert await db.fetchval("SELECT count(*) FROM events") == 12
+    assert await queue_depth(settings, settings.queue_name) == 0
+
+
+def test_which_errors_count_as_the_message_s_fault() -> None:
+    """Any Exception and a Rust panic (pyo3 derives it from BaseException) isolate the
+    message; interrupts, exits and cancellation stop the worker."""
+    import polars.exceptions
+
+    from pipeline.steps import is_message_fault
+
+    assert is_message_fault(ValueError("year 18029 is out of range"))
+    assert is_message_fault(MemoryError())
+    assert is_message_fault(polars.exceptions.PanicException("called `Option::unwrap()`"))
+    assert not is_message_fault(KeyboardInterrupt())
+    assert not is_message_fault(SystemExit(1))
+    assert not is_message_fault(asyncio.CancelledError())
