@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -135,13 +136,17 @@ class Probe:
         self._stop.set()
 
 
-async def _post(http: httpx.AsyncClient, attack: Attack) -> tuple[int, str, float]:
+async def _post(http: httpx.AsyncClient, attack: Attack) -> tuple[int | str, str, float]:
     started = time.perf_counter()
-    answer = await http.post(
-        "/events",
-        content=attack.body,
-        headers={"Content-Type": attack.content_type, **attack.headers},
-    )
+    try:
+        answer = await http.post(
+            "/events",
+            content=attack.body,
+            headers={"Content-Type": attack.content_type, **attack.headers},
+        )
+    except httpx.TransportError as ex:
+        # The API process died on it (killed for its memory, say): gunicorn starts another.
+        return "dropped", type(ex).__name__, time.perf_counter() - started
     elapsed = time.perf_counter() - started
     code = ""
     with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -168,6 +173,10 @@ async def measure(url: str, key: str, tree: Tree) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
                 status, code, elapsed = await _post(http, attack)
                 healthz = await probe.stop()
+            growth = _growth_mb(tree, base)
+            cpu_s = round(tree.cpu() - cpu, 3)
+            if status == "dropped":
+                await _ready(url)
             rows.append(
                 {
                     "attack": attack.name,
@@ -177,8 +186,8 @@ async def measure(url: str, key: str, tree: Tree) -> dict[str, Any]:
                     "code": code,
                     "expected": f"{attack.status} {attack.code}",
                     "seconds": round(elapsed, 3),
-                    "cpu_s": round(tree.cpu() - cpu, 3),
-                    **_growth_mb(tree, base),
+                    "cpu_s": cpu_s,
+                    **growth,
                     **healthz,
                 }
             )
@@ -252,8 +261,10 @@ def _valid_attack() -> Attack:
 
 
 @contextmanager
-def started_api(service_root: Path) -> Iterator[dict[str, Any]]:
-    """``events serve`` (one gunicorn worker) from ``service_root`` on a scratch database."""
+def started_api(service_root: Path, memory_mb: int) -> Iterator[dict[str, Any]]:
+    """``events serve`` (one gunicorn worker) from ``service_root`` on a scratch database,
+    each of its processes limited to ``memory_mb`` of address space (0: no limit), so an
+    attack that would take the whole machine kills only the API process."""
     tag = secrets.token_hex(4)
     base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/events")
     database_url = base.rsplit("/", 1)[0] + f"/events_adversity_{tag}"
@@ -272,11 +283,18 @@ def started_api(service_root: Path) -> Iterator[dict[str, Any]]:
     cli = [sys.executable, "-m", "core.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, cwd=service_root)
     log = open(os.path.join(lake, "api.log"), "w")  # noqa: SIM115
+
+    def limit() -> None:
+        if memory_mb:
+            size = memory_mb * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
     api = subprocess.Popen(
         [*cli, "serve", "--bind", f"127.0.0.1:{port}", "--no-migrate", "--workers", "1"],
         env=env,
         stderr=log,
         cwd=service_root,
+        preexec_fn=limit,  # noqa: PLW1509 - only sets a resource limit before exec
     )
     try:
         yield {"url": f"http://127.0.0.1:{port}", "key": key, "pid": api.pid}
@@ -304,7 +322,7 @@ async def _ready(url: str) -> None:
 
 def render(result: dict[str, Any]) -> str:
     head = (
-        "| Attack | Body | Answer | Expected | s | CPU s | RSS growth API / decoder | "
+        "| Attack | Body | Answer | Expected | s | CPU s | Peak RSS growth API / decoder | "
         "/healthz p50 / p99 / max |"
     )
     lines = [head, "|---|---|---|---|---|---|---|---|"]
@@ -329,9 +347,15 @@ def main() -> None:
         default=Path(__file__).resolve().parents[1],
         help="checkout whose `events serve` is measured (default: this one)",
     )
+    p.add_argument(
+        "--memory-mb",
+        type=int,
+        default=8192,
+        help="address-space limit of each API process (0: none); protects the machine",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    with started_api(args.service_root) as api:
+    with started_api(args.service_root, args.memory_mb) as api:
         asyncio.run(_ready(api["url"]))
         result = asyncio.run(measure(api["url"], api["key"], Tree(api["pid"])))
     result["service_root"] = str(args.service_root)
