@@ -30,8 +30,8 @@ from falcon import testing
 from core.config import load_settings
 from core.ids import uuid7
 from ingest.app import create_app
-from pipeline.frame import stage
 from pipeline.message import EVENT_SCHEMA, BatchMeta, DecodedBatch
+from pipeline.steps.write import stage_messages as stage
 from pipeline.topology import Topology, delete_queues
 from storage.compactor import Compactor
 from storage.db import drop_database

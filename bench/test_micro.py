@@ -20,8 +20,8 @@ from bench.harness import generate, serialise
 from core.ids import uuid7
 from ingest.media import ARROW, JSON, NDJSON, decode_batch
 from ingest.validate import Limits
-from pipeline.frame import stage
 from pipeline.message import BatchMeta, DecodedBatch, decode_message, encode_message
+from pipeline.steps.write import stage_messages as stage
 from storage.writer import EventWriter, create_writer_pool
 
 NOW = datetime.now(UTC)

@@ -20,8 +20,8 @@ import asyncpg
 from bench.load import generate
 from core.ids import uuid7
 from ingest.validate import Limits, validate_records
-from pipeline.frame import stage
 from pipeline.message import BatchMeta, DecodedBatch
+from pipeline.steps.write import stage_messages as stage
 from storage.db import drop_database
 from storage.migrate import migrate
 from storage.writer import EventWriter, StagedRows, create_writer_pool

@@ -15,7 +15,6 @@ from core.logs import configure_logging
 from core.redact import redact_url
 from importer.readers import InputError
 from importer.run import Options, TooManyErrors, run_import
-from importer.via_queue import run_via_queue
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 2
 
@@ -82,10 +81,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     options = options_from(args)
     try:
-        if args.via_queue:
-            summary = asyncio.run(run_via_queue(settings, args.paths, options))
-        else:
-            summary = asyncio.run(run_import(settings, args.paths, options))
+        summary = asyncio.run(run_import(settings, args.paths, options, via_queue=args.via_queue))
     except TooManyErrors as ex:
         print(f"import_events: aborted: {ex}", file=sys.stderr)
         return EXIT_ABORTED

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import polars as pl
 import pyarrow as pa
 
 from core.config import Settings
@@ -28,12 +27,12 @@ from core.ids import uuid7
 from importer.progress import Progress
 from importer.readers import Chunk, InputError, csv_chunks, ndjson_chunks, parquet_chunks
 from importer.rejects import RejectWriter
+from importer.sinks import KEY_ID, QueueSink, Sink, StoreSink
 from ingest.media import gc_paused
-from ingest.validate import Limits, ValidatedBatch, validate_records
+from ingest.validate import Limits, validate_records
 from ingest.validate_arrow import validate_arrow
-from storage.bulk import BulkStore, ChunkRecord
-from storage.copy import STAGING_COLUMNS
-from storage.lake import Lake
+from storage.bulk import ChunkRecord
+from storage.staging import Batch, stage
 
 FORMATS = {
     ".csv": "csv",
@@ -131,18 +130,6 @@ def fingerprint(path: str, fmt: str) -> str:
     return f"{fmt}:{size}:{digest.hexdigest()[:32]}"
 
 
-def staged_table(batch: ValidatedBatch, received_at: datetime) -> tuple[pa.Table, int]:
-    """Accepted rows with the batch columns, first of equal event_ids kept; and how many
-    repeats were dropped."""
-    frame = pl.DataFrame(pl.from_arrow(batch.table)).with_columns(
-        pl.lit(received_at).cast(pl.Datetime("us", "UTC")).alias("received_at"),
-        pl.lit(uuid7().bytes, dtype=pl.Binary).alias("batch_id"),
-    )
-    unique = frame.unique(subset="event_id", keep="first", maintain_order=True)
-    table = unique.select(STAGING_COLUMNS).to_arrow(compat_level=pl.CompatLevel.oldest())
-    return table, frame.height - unique.height
-
-
 @dataclass(slots=True)
 class Prepared:
     chunk: Chunk
@@ -167,8 +154,10 @@ def _prepare(chunk: Chunk, limits: Limits) -> Prepared:
     ]
     refused += [(r.line or 0, r.field, r.code, r.message, r.event_id) for r in batch.rejected]
     refused.sort(key=lambda r: r[0])
-    table, repeats = staged_table(batch, now)
-    return Prepared(chunk, table, repeats, refused)
+    # One staging contract for the worker and the importer (storage/staging.py); the
+    # payloads are computed where the rows are stored.
+    staged = stage([Batch(batch.table, uuid7(), KEY_ID, now)], prepare=False)
+    return Prepared(chunk, staged.rows.table, staged.repeats, refused)
 
 
 def _chunks(
@@ -218,7 +207,7 @@ async def import_file(
     *,
     settings: Settings,
     options: Options,
-    store: BulkStore,
+    sink: Sink,
     rejects: RejectWriter,
     summary: Summary,
     progress: Progress,
@@ -230,12 +219,12 @@ async def import_file(
         raise InputError("--resume needs a file (standard input cannot be read twice)")
     stream, size = await asyncio.to_thread(_open, path)
     source = await asyncio.to_thread(fingerprint, path, fmt) if path != "-" else f"stdin:{uuid7()}"
-    done = await store.committed(source)
+    done = await sink.committed(source) if sink.resumable else []
     start = done[-1] if (options.resume and done) else None
     if start is not None:
         summary.resumed_chunks += len(done)
     elif done:
-        await store.conn.execute("DELETE FROM import_chunks WHERE source = $1", source)
+        await sink.forget(source)
     progress.start_file(path, size, start.resume_at if start and fmt != "parquet" else 0)
     limits = Limits.from_settings(settings)
     handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -267,15 +256,16 @@ async def import_file(
                 )
             if options.fault:
                 options.fault("before_store", chunk.number)
-            stored = await store.store(
+            imported, duplicates = await sink.put(
                 source,
                 ChunkRecord(
                     chunk.number, chunk.resume_at, chunk.records, chunk.next_line, 0, 0, rejected
                 ),
                 prepared.table,
+                fmt,
             )
-            summary.imported += stored.imported
-            summary.duplicates += stored.duplicates + prepared.in_chunk_duplicates
+            summary.imported += imported
+            summary.duplicates += duplicates + prepared.in_chunk_duplicates
             if options.fault:
                 options.fault("stored", chunk.number)
             progress.advance(chunk.resume_at if fmt != "parquet" else None, summary)
@@ -287,33 +277,44 @@ async def import_file(
 
 
 async def run_import(
-    settings: Settings, paths: list[str], options: Options, out: IO[str] = sys.stderr
+    settings: Settings,
+    paths: list[str],
+    options: Options,
+    out: IO[str] = sys.stderr,
+    *,
+    via_queue: bool = False,
 ) -> Summary:
-    """Import every path; raises InputError, TooManyErrors, or a server error."""
+    """Import every path, into the store or (``via_queue``) through the queue; raises
+    InputError, TooManyErrors, or a server error."""
+    sink: Sink = QueueSink(settings) if via_queue else StoreSink(settings)
+    if options.resume and not sink.resumable:
+        raise InputError("--resume is not available with --via-queue (re-running is safe)")
     files = expand(paths)
     if not files:
         raise InputError("nothing to import (no CSV, NDJSON or Parquet file found)")
     summary = Summary()
-    store = BulkStore(settings.database_url, Lake(settings.lake_dir), hot_days=settings.hot_days)
     rejects = RejectWriter(options.rejects, files[0])
     summary.rejects_path = rejects.path
     progress = Progress(out, enabled=options.progress)
     started = time.perf_counter()
-    await store.open()
+    await sink.open()
     try:
         for path in files:
             await import_file(
                 path,
                 settings=settings,
                 options=options,
-                store=store,
+                sink=sink,
                 rejects=rejects,
                 summary=summary,
                 progress=progress,
             )
+        imported, duplicates = await sink.finish()
+        summary.imported += imported
+        summary.duplicates += duplicates
     finally:
         summary.seconds = time.perf_counter() - started
         progress.close()
         rejects.close()
-        await store.close()
+        await sink.close()
     return summary

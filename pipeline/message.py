@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from core.errors import TerminalError
+from storage.staging import Batch
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 MESSAGE_TYPE = "events.batch.v1"
@@ -62,6 +63,10 @@ class DecodedBatch:
     @property
     def rows(self) -> int:
         return int(self.table.num_rows)
+
+    def staging(self) -> Batch:
+        """The batch as the staging contract (``storage/staging.py``) takes it."""
+        return Batch(self.table, self.meta.batch_id, self.meta.key_id, self.meta.received_at)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -101,6 +101,10 @@ class BulkStore:
         )
         return [ChunkRecord(**dict(r)) for r in rows]
 
+    async def forget(self, source: str) -> None:
+        """Drop the chunks recorded for ``source`` (a new run that does not resume)."""
+        await self.conn.execute("DELETE FROM import_chunks WHERE source = $1", source)
+
     async def store(self, source: str, record: ChunkRecord, table: pa.Table) -> StoredChunk:
         """Store a chunk (``STAGING_COLUMNS``, unique event_ids) and record it, atomically.
 

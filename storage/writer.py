@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
@@ -28,7 +27,8 @@ from storage.db import SERVER_SETTINGS
 from storage.errors import classify
 from storage.hot_rows import store_rows
 from storage.ledger import claim
-from storage.rows import CLAIM_IDS_DDL, ROLLUP_USERS_DDL, RowSet
+from storage.rows import CLAIM_IDS_DDL, ROLLUP_USERS_DDL
+from storage.staging import StagedRows
 
 # Failures on the client side of a connection (as opposed to errors PostgreSQL reports).
 _CLIENT_ERRORS = (
@@ -55,24 +55,6 @@ WITH recorded AS (
 SELECT pg_notify($7, string_agg(batch_id::text || ':' || inserted || ':' || duplicates, ','))
 FROM numbered GROUP BY chunk
 """
-
-
-@dataclass(frozen=True, slots=True)
-class BatchInfo:
-    """One queue message's batch inside a micro-batch."""
-
-    batch_id: uuid.UUID
-    key_id: str
-    received_at: datetime
-    events: int  # events the message carried (before removing duplicates)
-
-
-@dataclass(frozen=True, slots=True)
-class StagedRows:
-    """A micro-batch ready to write: unique event_ids, payloads computed in advance."""
-
-    rows: RowSet
-    batches: tuple[BatchInfo, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,6 @@ from core import metrics
 from core.errors import ServiceError
 from core.retry import Backoff
 from pipeline.dead_letters import DeadLetters
-from pipeline.frame import stage
 from pipeline.message import DecodedBatch
 from pipeline.steps import (
     InFlight,
@@ -41,9 +40,15 @@ from pipeline.steps import (
 )
 from pipeline.steps.batching import MicroBatch
 from storage.errors import BadData, Contention, DatabaseDown, StorageError, StorageUnavailable
-from storage.writer import EventWriter, StagedRows, WriteResult
+from storage.staging import StagedRows, stage
+from storage.writer import EventWriter, WriteResult
 
 log = logging.getLogger(__name__)
+
+
+def stage_messages(batches: Sequence[DecodedBatch]) -> StagedRows:
+    """A micro-batch's messages as one set of rows to write (``storage/staging.py``)."""
+    return stage([b.staging() for b in batches])
 
 
 class Stopping(ServiceError):
@@ -145,7 +150,7 @@ class WriteStep:
         started = time.perf_counter()
         batches = [m.payload for m in messages]
         try:
-            staged = await asyncio.to_thread(stage, batches)
+            staged = await asyncio.to_thread(stage_messages, batches)
         except BaseException as ex:
             if not is_message_fault(ex):
                 raise

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from core.config import Settings
-from pipeline.frame import stage
+from pipeline.steps.write import stage_messages as stage
 from storage.lake import Lake
 from storage.writer import EventWriter, create_writer_pool
 from tests import sample

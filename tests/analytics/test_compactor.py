@@ -9,7 +9,7 @@ import asyncpg
 import pyarrow.parquet as pq
 
 from core.config import Settings
-from pipeline.frame import stage
+from pipeline.steps.write import stage_messages as stage
 from storage.compactor import Compactor
 from storage.lake import Lake, LakeFile
 from storage.writer import EventWriter, create_writer_pool

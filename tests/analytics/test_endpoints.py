@@ -18,7 +18,7 @@ from falcon import testing
 
 from core.config import Settings
 from ingest.app import create_app
-from pipeline.frame import stage
+from pipeline.steps.write import stage_messages as stage
 from storage.compactor import Compactor
 from storage.lake import Lake
 from storage.writer import EventWriter, create_writer_pool

@@ -312,13 +312,12 @@ async def test_stdin_with_format(lake_settings: Settings) -> None:
 
 
 async def test_via_queue(lake_settings: Settings, db: asyncpg.Connection) -> None:
-    from importer.via_queue import run_via_queue
-
+    options = Options(progress=False)
     async with running_worker(lake_settings.with_overrides(hot_days=10_000)):
-        summary = await run_via_queue(lake_settings, [str(SAMPLE)], Options(progress=False))
+        summary = await run_import(lake_settings, [str(SAMPLE)], options, via_queue=True)
         assert (summary.read, summary.imported, summary.duplicates) == (5000, 5000, 0)
         assert await wait_for_rows(db, 5000) == 5000
-        again = await run_via_queue(lake_settings, [str(SAMPLE)], Options(progress=False))
+        again = await run_import(lake_settings, [str(SAMPLE)], options, via_queue=True)
         assert (again.imported, again.duplicates) == (0, 5000)
     assert await db.fetchval("SELECT count(*) FROM events") == 5000
 

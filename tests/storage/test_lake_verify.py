@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 
 from core.config import Settings
-from pipeline.frame import stage
+from pipeline.steps.write import stage_messages as stage
 from storage.compactor import Compactor
 from storage.lake import Lake
 from storage.lake_verify import verify_lake

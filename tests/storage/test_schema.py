@@ -7,7 +7,7 @@ from datetime import date
 import asyncpg
 import pytest
 
-from pipeline.frame import stage
+from pipeline.steps.write import stage_messages as stage
 from storage.migrate import MigrationError, available_migrations, migrate
 from storage.partitions import index_closed_partitions, upkeep
 from storage.writer import EventWriter, create_writer_pool

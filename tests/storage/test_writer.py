@@ -13,8 +13,8 @@ import pytest
 
 from core.ids import uuid7
 from ingest.validate import Limits, validate_records
-from pipeline.frame import stage
 from pipeline.message import BatchMeta, DecodedBatch
+from pipeline.steps.write import stage_messages as stage
 from storage.errors import BadData, StorageUnavailable, classify
 from storage.writer import EventWriter, create_writer_pool
 from tests.conftest import new_event
