@@ -16,12 +16,10 @@ from analytics.limits import QueryTimeout, QueryTooLarge, TooManyQueries
 from analytics.params import parse_int, parse_range, parse_retention, parse_segments
 from core.config import Settings
 from ingest.errors import ApiError, unavailable
+from storage.errors import DB_ERRORS
 from storage.lake import LakeUnreadable
 
 log = logging.getLogger(__name__)
-
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 # A lake file that is missing or damaged stays so until an operator restores it: no point
@@ -76,7 +74,7 @@ def _store_errors() -> Iterator[None]:
         raise unavailable(
             "database_unavailable", f"PostgreSQL cannot answer right now ({type(ex).__name__})"
         ) from ex
-    except _DB_ERRORS as ex:
+    except DB_ERRORS as ex:
         raise unavailable(
             "database_unavailable", f"PostgreSQL cannot answer right now ({type(ex).__name__})"
         ) from ex

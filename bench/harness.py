@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -54,6 +54,7 @@ import psutil
 import pyarrow as pa
 from tqdm import tqdm
 
+from bench import data
 from pipeline.message import EVENT_SCHEMA
 from storage.copy import encode_binary
 from storage.db import drop_database
@@ -67,37 +68,9 @@ CONTENT_TYPES = {
 }
 
 
-@dataclass(slots=True)
-class Workload:
-    """Generated events, as columns (for the ceiling) and as request bodies."""
-
-    table: pa.Table  # EVENT_SCHEMA
-    bodies: list[bytes]
-    first_day: str
-    last_day: str
-
-
 def generate(n: int, *, users: int, days: int, seed: int) -> pa.Table:
-    import numpy as np  # noqa: PLC0415 - only the harness needs it here
-
-    rng = np.random.default_rng(seed)
-    now = datetime.now(UTC).replace(microsecond=0)
-    start = np.datetime64(now - timedelta(days=days), "us")
-    occurred = start + rng.integers(0, days * 86_400_000_000, n).astype("timedelta64[us]")
-    ids = np.frombuffer(rng.bytes(16 * n), dtype="S16")
-    types = np.array(EVENT_TYPES)[rng.integers(0, len(EVENT_TYPES), n)]
-    countries = np.array(COUNTRIES)[rng.integers(0, len(COUNTRIES), n)]
-    prices = np.round(rng.uniform(1, 500, n), 2)
-    props = [f'{{"country":"{c}","price":{p}}}' for c, p in zip(countries, prices, strict=True)]
-    return pa.table(
-        {
-            "event_id": pa.array(ids, pa.binary(16)),
-            "occurred_at": pa.array(occurred, pa.timestamp("us")).cast(pa.timestamp("us", "UTC")),
-            "user_id": pa.array(rng.integers(1, users + 1, n)).cast(pa.string()),
-            "event_type": pa.array(types),
-            "properties": pa.array(props),
-        }
-    ).cast(EVENT_SCHEMA)
+    """The harness's workload: uniform over the last ``days`` days (``bench/data.py``)."""
+    return data.events(n, users=users, days=days, end=datetime.now(UTC), seed=seed)
 
 
 def serialise(table: pa.Table, fmt: str, batch: int, gzip_level: int | None) -> list[bytes]:

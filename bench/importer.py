@@ -14,57 +14,62 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import polars as pl
+import pyarrow as pa
 
+from bench import data
 from storage.db import drop_database
 from storage.migrate import migrate
 
-TYPES = ["app_open", "view_item", "add_to_cart", "purchase", "login", "logout", "message_sent"]
-COUNTRIES = ["UA", "PL", "DE", "SE", "NL", "RO", "KZ", "US"]
 OFFSET = timedelta(hours=3)
 
 
 def write_csv(path: Path, rows: int, hot_share: float, seed: int) -> None:
-    rng = random.Random(seed)
+    """The CSV, from the benchmarks' generator (``bench/data.py``): history over the 60 days
+    that end 7 days ago, ``hot_share`` of it in the hot week, written as the shared sample is
+    (CRLF, local times at +03:00, numeric user ids, quoted JSON properties)."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    cold_start = today - timedelta(days=67)
-    hot_start = today - timedelta(days=6)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\r\n")
-        w.writerow(["event_id", "occurred_at", "user_id", "event_type", "properties_json"])
-        for _ in range(rows):
-            if rng.random() < hot_share:
-                at = hot_start + timedelta(seconds=rng.randrange(6 * 86_400))
-            else:
-                at = cold_start + timedelta(seconds=rng.randrange(60 * 86_400))
-            local = (at + OFFSET).strftime("%Y-%m-%dT%H:%M:%S+03:00")
-            props = {
-                "country": rng.choice(COUNTRIES),
-                "session_id": f"{rng.getrandbits(32):08x}",
-                "item_id": f"SKU{rng.randrange(10_000)}",
-                "price": round(rng.uniform(1, 500), 2),
-            }
-            w.writerow(
-                [
-                    str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                    local,
-                    rng.randrange(1, 10_001),
-                    rng.choice(TYPES),
-                    json.dumps(props, separators=(",", ":")),
-                ]
-            )
+    hot = round(rows * hot_share)
+    fields = ("country", "session_id", "item_id", "price")
+    parts = [
+        data.events(
+            rows - hot,
+            users=10_000,
+            days=60,
+            end=today - timedelta(days=7),
+            seed=seed,
+            properties=fields,
+        ),
+        data.events(hot, users=10_000, days=6, end=today, seed=seed + 1, properties=fields),
+    ]
+    frame = pl.DataFrame(pl.from_arrow(pa.concat_tables(parts)))
+    hexed = pl.col("event_id").bin.encode("hex")
+    frame.select(
+        pl.concat_str(
+            [
+                hexed.str.slice(0, 8),
+                hexed.str.slice(8, 4),
+                hexed.str.slice(12, 4),
+                hexed.str.slice(16, 4),
+                hexed.str.slice(20, 12),
+            ],
+            separator="-",
+        ).alias("event_id"),
+        (pl.col("occurred_at") + OFFSET).dt.strftime("%Y-%m-%dT%H:%M:%S+03:00"),
+        "user_id",
+        "event_type",
+        pl.col("properties").alias("properties_json"),
+    ).write_csv(path, line_terminator="\r\n")
 
 
 RAW_TABLE = """

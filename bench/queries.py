@@ -23,14 +23,14 @@ from typing import Any
 
 import aio_pika
 import numpy as np
-import polars as pl
 import pyarrow as pa
 from falcon import testing
 
+from bench import data
 from core.config import load_settings
 from core.ids import uuid7
 from ingest.app import create_app
-from pipeline.message import EVENT_SCHEMA, BatchMeta, DecodedBatch
+from pipeline.message import BatchMeta, DecodedBatch
 from pipeline.steps.write import stage_messages as stage
 from pipeline.topology import Topology, delete_queues
 from storage.compactor import Compactor
@@ -44,43 +44,12 @@ COUNTRIES = np.array(["UA", "PL", "DE", "SE", "NL", "RO", "KZ", "US"])
 
 
 def generate(n: int, users: int, days: int, today: date, seed: int) -> pa.Table:
-    """``n`` events (``EVENT_SCHEMA``) over the ``days`` days up to ``today``.
-
-    Each user signs up at a uniformly random moment and is then as active as every other
-    signed-up user: every day brings a cohort of new users, and traffic grows linearly as
-    they accumulate (an event's moment is drawn with density proportional to the users
-    signed up by then; its user uniformly among them).
-    """
-    rng = np.random.default_rng(seed)
-    span_us = days * 86_400_000_000
-    signup_us = np.sort(rng.integers(0, span_us, users))
-    offset = (np.sqrt(rng.random(n)) * span_us).astype(np.int64)
-    offset = np.maximum(offset, signup_us[0])
-    signed_up = np.searchsorted(signup_us, offset, side="right")
-    user = (rng.random(n) * signed_up).astype(np.int64)
-    start = np.datetime64(today - timedelta(days=days - 1), "us")
-    frame = pl.DataFrame(
-        {
-            "occurred_at": start + offset.astype("timedelta64[us]"),
-            "user_id": user + 1,
-            "event_type": EVENT_TYPES[rng.integers(0, len(EVENT_TYPES), n)],
-            "country": COUNTRIES[rng.integers(0, len(COUNTRIES), n)],
-        }
-    ).with_columns(
-        pl.col("occurred_at").dt.replace_time_zone("UTC"),
-        pl.col("user_id").cast(pl.String),
-        properties=pl.format('{{"country":"{}"}}', pl.col("country")),
+    """``n`` events over the ``days`` days up to ``today``, users signing up over time
+    (``bench/data.py``), with a country in their properties."""
+    end = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+    return data.events(
+        n, users=users, days=days, end=end, seed=seed, signups=True, properties=("country",)
     )
-    ids = np.frombuffer(os.urandom(16 * n), dtype="S16")
-    return pa.table(
-        {
-            "event_id": pa.array(ids, pa.binary(16)),
-            "occurred_at": frame["occurred_at"].to_arrow(),
-            "user_id": frame["user_id"].to_arrow().cast(pa.string()),
-            "event_type": frame["event_type"].to_arrow().cast(pa.string()),
-            "properties": frame["properties"].to_arrow().cast(pa.string()),
-        }
-    ).cast(EVENT_SCHEMA)
 
 
 async def load(url: str, table: pa.Table, today: date, days: int, per_commit: int) -> float:

@@ -7,14 +7,13 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-import asyncpg
-
 from core.config import load_settings
 from core.errors import ConfigError
 from core.logs import configure_logging
 from core.redact import redact_url
 from importer.readers import InputError
 from importer.run import Options, TooManyErrors, run_import
+from storage.errors import DB_ERRORS
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED = 0, 1, 2
 
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except InputError as ex:
         print(f"import_events: {ex}", file=sys.stderr)
         return EXIT_FAILED
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as ex:
+    except DB_ERRORS as ex:
         print(
             f"import_events: cannot reach the database at {redact_url(settings.database_url)}"
             f" ({type(ex).__name__}: {ex})",

@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 
 from storage.db import connect
+from storage.errors import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _RECHECK_EVERY = 1.0
 
 
@@ -52,7 +52,7 @@ class CommitWaiter:
             try:
                 conn = await connect(self._url, timeout=3)
                 await conn.add_listener(self._channel, self._on_notify)
-            except _DB_ERRORS:
+            except DB_ERRORS:
                 log.warning("cannot LISTEN for commits; falling back to lookups", exc_info=True)
                 return
             self._listener = conn
@@ -108,7 +108,7 @@ class CommitWaiter:
                     batch_id,
                     timeout=2,
                 )
-        except _DB_ERRORS:
+        except DB_ERRORS:
             return None
         return None if row is None else Committed(row["inserted"], row["duplicates"])
 
@@ -116,5 +116,5 @@ class CommitWaiter:
         for batch_id in list(self._waiting):
             self.forget(batch_id)
         if self._listener is not None and not self._listener.is_closed():
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*DB_ERRORS):
                 await self._listener.close(timeout=2)

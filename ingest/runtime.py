@@ -23,11 +23,11 @@ from ingest.ratelimit import REDIS_ERRORS, RateLimiter
 from pipeline.publisher import Publisher
 from pipeline.topology import Topology
 from storage.db import SERVER_SETTINGS
+from storage.errors import DB_ERRORS
 from storage.lake import Lake
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 # /metrics reuses the queue depths it read for this long: scrapes (several monitors, every
 # API process) then cost the broker at most one pair of passive declares per process and
@@ -138,7 +138,7 @@ class Runtime:
         self.decoder.close()
         for pool in (self._pool, self._analytics_pool):
             if pool is not None:
-                with contextlib.suppress(*_DB_ERRORS):
+                with contextlib.suppress(*DB_ERRORS):
                     await pool.close()
 
     @property
@@ -165,7 +165,7 @@ class Runtime:
         try:
             async with self._pool.acquire(timeout=2) as conn:
                 return bool(await conn.fetchval("SELECT 1", timeout=2))
-        except _DB_ERRORS:
+        except DB_ERRORS:
             return False
 
     async def redis_ready(self) -> bool:

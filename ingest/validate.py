@@ -202,7 +202,7 @@ def _message(code: str, field_name: str | None, limits: Limits) -> str:
 # Column checks shared by every body format.
 
 
-def uuid_column(raw: pa.Array, refusals: Refusals) -> pa.Array:
+def event_id_column(raw: pa.Array, refusals: Refusals) -> pa.Array:
     """event_id (string, 16-byte binary or dictionary of those) -> binary(16) with nulls."""
     refusals.mark(pc.is_null(raw), "event_id", "required")
     if pa.types.is_fixed_size_binary(raw.type) and raw.type.byte_width == 16:
@@ -646,7 +646,7 @@ def validate_records(
     # PERF: one pass per field to pull the values out; everything after is column-wise.
     raw_ids = [r.get("event_id") for r in rows]
     columns = {
-        "event_id": uuid_column(_strings(raw_ids, "event_id", refusals), refusals),
+        "event_id": event_id_column(_strings(raw_ids, "event_id", refusals), refusals),
         "occurred_at": timestamp_column(
             _strings([r.get("occurred_at") for r in rows], "occurred_at", refusals),
             refusals,

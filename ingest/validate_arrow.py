@@ -34,11 +34,11 @@ from ingest.validate import (
     SchemaError,
     TooLarge,
     ValidatedBatch,
+    event_id_column,
     finish,
     json_object_column,
     text_column,
     timestamp_column,
-    uuid_column,
 )
 
 _REQUIRED = ("event_id", "occurred_at", "user_id", "event_type")
@@ -195,7 +195,7 @@ def validate_arrow(
         raise SchemaError(f"event_type must be a string, not {event_type.type}")
 
     columns = {
-        "event_id": uuid_column(event_id, refusals),
+        "event_id": event_id_column(event_id, refusals),
         "occurred_at": timestamp_column(occurred_at, refusals, limits, now),
         "user_id": text_column(user_id, "user_id", limits.max_user_id_length, refusals),
         "event_type": text_column(event_type, "event_type", limits.max_event_type_length, refusals),

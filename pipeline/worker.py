@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from core.config import Settings
@@ -34,6 +33,7 @@ from pipeline.steps.decode import DecodeStep
 from pipeline.steps.write import WriteStep
 from pipeline.topology import Topology
 from storage.db import connect
+from storage.errors import DB_ERRORS
 from storage.partitions import upkeep
 from storage.writer import EventWriter, WriteResult, create_writer_pool
 
@@ -104,7 +104,7 @@ class Worker:
                 finally:
                     await conn.close()
                 delay = _PARTITION_UPKEEP
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except DB_ERRORS:
                 log.warning("partition upkeep failed; retrying", exc_info=True)
                 delay = 30.0
             with contextlib.suppress(TimeoutError):

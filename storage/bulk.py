@@ -27,10 +27,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.compactor import LAKE_DAY_LOCK, record_files, remove_orphans
+from storage.compactor import lock_lake_day, record_files, remove_orphans, unlock_lake_day
 from storage.days import Today, first_hot_day, utc_today
 from storage.hot_rows import store_rows
-from storage.lake import LAKE_SCHEMA, Lake, LakeFile
+from storage.lake import LAKE_SCHEMA, Lake, LakeFile, uuids_from_bytes
 from storage.ledger import claim
 from storage.rows import CLAIM_IDS_DDL, ROLLUP_USERS_DDL, RowSet
 from storage.writer import WRITER_SETTINGS
@@ -119,7 +119,7 @@ class BulkStore:
         if hot_days:
             await conn.fetchval("SELECT events_ensure_partitions($1::date[])", hot_days)
         for day in cold_days:  # sorted: importers never deadlock on each other
-            await conn.execute("SELECT pg_advisory_lock($1, $2)", LAKE_DAY_LOCK, day.toordinal())
+            await lock_lake_day(conn, day, wait=True)
         try:
             for day in cold_days:
                 await remove_orphans(conn, self._lake, day)
@@ -134,9 +134,7 @@ class BulkStore:
                 )
         finally:
             for day in cold_days:
-                await conn.execute(
-                    "SELECT pg_advisory_unlock($1, $2)", LAKE_DAY_LOCK, day.toordinal()
-                )
+                await unlock_lake_day(conn, day)
         return stored
 
     async def _store(
@@ -203,20 +201,15 @@ class BulkStore:
 def to_lake_rows(frame: pl.DataFrame) -> pa.Table:
     """A frame with ``STAGING_COLUMNS`` (binary ids) in ``LAKE_SCHEMA``."""
     table = frame.to_arrow()
-
-    def uuids(name: str) -> pa.Array:
-        raw = table.column(name).combine_chunks().cast(pa.binary(16))
-        return pa.ExtensionArray.from_storage(pa.uuid(), raw)
-
     return pa.table(
         {
-            "event_id": uuids("event_id"),
+            "event_id": uuids_from_bytes(table.column("event_id")),
             "occurred_at": table.column("occurred_at"),
             "user_id": table.column("user_id").cast(pa.string()),
             "event_type": table.column("event_type").cast(pa.string()),
             "properties": table.column("properties").cast(pa.string()).cast(pa.json_(pa.string())),
             "received_at": table.column("received_at"),
-            "batch_id": uuids("batch_id"),
+            "batch_id": uuids_from_bytes(table.column("batch_id")),
         },
         schema=LAKE_SCHEMA,
     )

@@ -39,6 +39,7 @@ from storage.arrow_copy import copy_to_arrow
 from storage.days import Today, day_bounds, day_start, first_hot_day, utc_today
 from storage.db import connect
 from storage.lake import HOT_ROWS_COLUMNS, HOT_ROWS_SQL, Lake, LakeFile, to_lake_table
+from storage.partitions import DAILY_PARTITIONS
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,12 @@ class CompactionReport:
     orphans_removed: int = 0
 
 
-async def lock_lake_day(conn: asyncpg.Connection, day: date) -> bool:
-    """Try to take the day's session-level advisory lock (False if someone holds it)."""
+async def lock_lake_day(conn: asyncpg.Connection, day: date, *, wait: bool = False) -> bool:
+    """Take the day's session-level advisory lock: waiting for it (``wait``), or trying
+    once (False if someone holds it)."""
+    if wait:
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", LAKE_DAY_LOCK, day.toordinal())
+        return True
     return bool(
         await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LAKE_DAY_LOCK, day.toordinal())
     )
@@ -126,11 +131,7 @@ class Compactor:
     async def cold_days(self, conn: asyncpg.Connection) -> list[date]:
         """Days before the hot window that still have a partition or default-partition rows."""
         cutoff = first_hot_day(self._today(), self._hot_days)
-        partitions = await conn.fetch(
-            "SELECT to_date(substr(c.relname, 9), 'YYYYMMDD') AS day "
-            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_p[0-9]{8}$'"
-        )
+        partitions = await conn.fetch(DAILY_PARTITIONS)
         waiting = await conn.fetch(
             "SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date AS day FROM events_default "
             "WHERE occurred_at < $1",

@@ -11,6 +11,15 @@ import asyncpg
 
 from core.errors import TerminalError, TransientError
 
+# What a call to PostgreSQL raises when the server, the network or the driver fails (as
+# opposed to a bug of ours): callers that report "database unavailable" catch exactly these.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+)
+
 
 class StorageError(Exception):
     """Root of the storage package's errors."""

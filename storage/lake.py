@@ -66,10 +66,17 @@ ROW_GROUP_ROWS = 128 * 1024
 TEMP_PREFIX = ".tmp-"
 
 
-def uuid_column(text: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Canonical UUID text -> Arrow UUID (16 bytes), column-wise."""
+def uuids_from_text(text: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Canonical UUID text (as PostgreSQL prints it) -> the lake's Arrow UUID, column-wise."""
     series = pl.Series(pl.from_arrow(text))
     raw = series.str.replace_all("-", "", literal=True).str.decode("hex").to_arrow()
+    return uuids_from_bytes(raw)
+
+
+def uuids_from_bytes(raw: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """16-byte UUIDs (binary) -> the lake's Arrow UUID (the extension type over them)."""
+    if isinstance(raw, pa.ChunkedArray):
+        raw = raw.combine_chunks()
     return pa.ExtensionArray.from_storage(pa.uuid(), raw.cast(pa.binary(16)))
 
 
@@ -77,13 +84,13 @@ def to_lake_table(rows: pa.Table) -> pa.Table:
     """Rows read with ``HOT_ROWS_SQL`` in the lake's column types (``LAKE_SCHEMA``)."""
     return pa.table(
         {
-            "event_id": uuid_column(rows.column("event_id")),
+            "event_id": uuids_from_text(rows.column("event_id")),
             "occurred_at": rows.column("occurred_at"),
             "user_id": rows.column("user_id"),
             "event_type": rows.column("event_type"),
             "properties": rows.column("properties").cast(pa.json_(pa.string())),
             "received_at": rows.column("received_at"),
-            "batch_id": uuid_column(rows.column("batch_id")),
+            "batch_id": uuids_from_text(rows.column("batch_id")),
         },
         schema=LAKE_SCHEMA,
     )

@@ -30,12 +30,13 @@ CLOSED_DAY_INDEXES = {
     "properties_idx": "USING gin (properties jsonb_path_ops)",
 }
 
-_CLOSED = """
-SELECT c.relname AS partition FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+# Every daily partition of ``events`` (``events_pYYYYMMDD``) with its day.
+DAILY_PARTITIONS = """
+SELECT c.relname AS partition, to_date(substr(c.relname, 9), 'YYYYMMDD') AS day
+FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
 WHERE h.inhparent = 'events'::regclass AND c.relname ~ '^events_p[0-9]{8}$'
-  AND to_date(substr(c.relname, 9), 'YYYYMMDD') < $1
-ORDER BY 1
 """
+_CLOSED = f"SELECT partition FROM ({DAILY_PARTITIONS}) AS p WHERE day < $1 ORDER BY 1"
 _STATE = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)"
 
 
