@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -701,7 +701,6 @@ class Settings:
     api_workers: int
     log_level: str
     log_format: str
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """The root of the service's exceptions, and the transient/terminal marker.
 
-Retry logic asks one question (``is_transient``) instead of matching error text.
+An error says by its class whether trying again may help (``TransientError``) or will fail
+the same way (``TerminalError``), so retry logic never matches error text.
 """
 
 from __future__ import annotations
@@ -26,8 +27,3 @@ class TerminalError(ServiceError):
 
 class ConfigError(TerminalError):
     """The configuration is missing or invalid; the message says how to fix it."""
-
-
-def is_transient(ex: BaseException) -> bool:
-    """Whether an error is worth retrying, by its class and never by its text."""
-    return bool(getattr(ex, "transient", False))

@@ -89,10 +89,6 @@ class WriteStep:
         self._on_stored = on_stored
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     def submit(self, message: Message[MicroBatch]) -> None:
         self._reap()
         if len(self._tasks) >= self._concurrency:
