@@ -145,6 +145,22 @@ _NIL_OR_MAX_UUID = (
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every object that lists its properties closed to others: an answer
+    holds exactly the documented fields (the fuzz run checks real answers against it)."""
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {name: _closed(sub) for name, sub in value.items()}
+        elif isinstance(value, dict):
+            out[key] = _closed(value)
+        else:
+            out[key] = value
+    if out.get("type") == "object" and "properties" in out:
+        out.setdefault("additionalProperties", False)
+    return out
+
+
 def _segment_pattern() -> str:
     name = r"[A-Za-z0-9_\-]{1,64}"
     key = rf"(?:event_type|properties(?:\.{name}){{1,{MAX_DEPTH}}})"
@@ -332,7 +348,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "error": {"type": "object"},
         },
     }
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "events",
@@ -666,6 +682,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error"],
+                    # The error object itself carries details that vary by code
+                    # (`parameter`, `limit`, `supported`, `required_scope`, ...).
+                    "additionalProperties": False,
                     "properties": {
                         "error": {
                             "type": "object",
@@ -763,3 +782,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    schemas = doc["components"]["schemas"]
+    for name in ("Accepted", "Rejection", "Ready", "Dau", "TopEvents", "Retention"):
+        schemas[name] = _closed(schemas[name])
+    return doc

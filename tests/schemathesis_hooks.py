@@ -1,15 +1,19 @@
 """Schemathesis hooks for the fuzz run (``schemathesis.toml``: ``hooks``).
 
-Only what the OpenAPI document cannot say by itself:
+Only what the OpenAPI document cannot say by itself, each with its reason below:
 
 - Serializers for the two body formats JSON Schema does not cover: the document describes an
   NDJSON or Arrow body by the events it holds (an array of ``Event``); these write that array
   as one JSON object per line, or as an Arrow IPC stream with a column per field.
-- Rules across parameters that JSON Schema cannot state (``from`` <= ``to``; a range of at
-  most ``EVENTS_MAX_QUERY_DAYS`` days; at most 8 segments counting the ``event_type``
-  shorthand; weekly windows within ``EVENTS_MAX_QUERY_DAYS``): positive cases are moved onto
-  the nearest values that keep those rules, so they test a real query instead of a 400.
+- Rules across values that JSON Schema cannot state (``from`` <= ``to``; a range of at most
+  ``EVENTS_MAX_QUERY_DAYS`` days; at most 8 segments counting the ``event_type`` shorthand;
+  weekly windows within ``EVENTS_MAX_QUERY_DAYS``; an occurred_at instant within years
+  1-9999 in UTC; an integer written without a fraction): positive cases are moved onto the
+  nearest values that keep those rules, so they test a real request instead of a 400.
   Negative cases are left alone.
+- A generator gap: a nil UUID the document excludes (``not``) in a positive body.
+- Idempotency-Key: a valid key made specific to its request (a reused key is a 422 by
+  design, which would hide what the request tests).
 - One check: ``POST /events`` accepts the valid events of a request and lists each refused
   one, so a schema-invalid body whose invalid part is one event may get a 2xx; that answer
   must then list a refusal (the negative_data_rejection check is told to accept the 2xx, in
@@ -209,6 +213,26 @@ def _events(body: Any) -> list[Any]:
     return events if isinstance(events, list) else []
 
 
+_OFFSET = re.compile(r"[+-][0-9]{2}(:?[0-9]{2})?$")
+
+
+def _within_years_1_to_9999(case: Case) -> None:
+    """The document's pattern says what an occurred_at text may be, and its description the
+    one rule no pattern can: the instant, once in UTC, is within years 1-9999. A local time
+    on 0001-01-01 with a positive offset, or on 9999-12-31 with a negative one, can fall
+    outside (the fuzzed instance's bounds are exactly those years); a positive case's offset
+    there is written as `Z`."""
+    for event in _events(case.body):
+        text = event.get("occurred_at") if isinstance(event, dict) else None
+        if not isinstance(text, str) or len(text) < 11:
+            continue
+        day, time = text[:10], text[11:]
+        sign = {"0001-01-01": "+", "9999-12-31": "-"}.get(day)
+        offset = _OFFSET.search(time)
+        if sign is not None and offset is not None and offset.group().startswith(sign):
+            event["occurred_at"] = text[: 11 + offset.start()] + "Z"
+
+
 def _integers_written_as_integers(case: Case) -> None:
     """JSON Schema counts 0.0 as an integer; the API reads an integer from its text, where
     `0.0` (a float to orjson, not digits to int()) is refused: a user_id, limit or windows
@@ -231,6 +255,7 @@ def map_case(context: HookContext, case: Case) -> Case:
         _integers_written_as_integers(case)
         if path == "/events":
             _without_excluded_uuids(case)
+            _within_years_1_to_9999(case)
         if isinstance(case.query, dict):
             if path in ("/stats/dau", "/stats/top-events"):
                 _fit_range(case.query)

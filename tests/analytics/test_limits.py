@@ -84,14 +84,14 @@ async def test_waiting_for_an_analytics_connection_ends_at_the_deadline(
 ) -> None:
     """One analytics connection, two queries allowed: the second waits for the connection
     the first holds and gives up at its deadline; ingest's pool is not involved."""
-    bounded = settings.with_overrides(
-        query_timeout=1.0, query_concurrency=2, analytics_pool_size=1
-    )
+    bounded = settings.with_overrides(query_timeout=1.0, query_concurrency=2, analytics_pool_size=1)
     app = create_app(bounded)
-    async with testing.ASGIConductor(app, headers={"X-API-Key": API_KEY}) as c:
-        async with events_locked(settings.database_url):
-            answers = await asyncio.gather(c.simulate_get(DAU), c.simulate_get(DAU))
-            ready = await c.simulate_get("/readyz")
+    async with (
+        testing.ASGIConductor(app, headers={"X-API-Key": API_KEY}) as c,
+        events_locked(settings.database_url),
+    ):
+        answers = await asyncio.gather(c.simulate_get(DAU), c.simulate_get(DAU))
+        ready = await c.simulate_get("/readyz")
     assert sorted(a.json["error"]["code"] for a in answers) == ["query_timeout"] * 2
     assert ready.status_code == 200
 
@@ -139,7 +139,7 @@ async def test_duckdb_reaches_no_file_outside_the_lake(tmp_path: Path) -> None:
     outside = tmp_path / "outside.csv"
     outside.write_text("a\n1\n")
     try:
-        with pytest.raises(Exception, match="Permission|disabled"):
+        with pytest.raises(Exception, match=r"Permission|disabled"):
             await analytics._run_with(
                 Statement(f"SELECT * FROM read_csv('{outside}')"), {}, Deadline.after(5)
             )
