@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint bench-micro lock
+.PHONY: install run test lint fuzz bench-micro lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest
+
+# The schemathesis run of tests/test_schemathesis.py (which `make test` runs at 2,000+
+# cases with a fixed seed) at 10,000+ cases with a new seed; prints a FUZZ {...} line.
+fuzz: install
+	EVENTS_FUZZ_EXAMPLES=2500 EVENTS_FUZZ_MIN_CASES=10000 EVENTS_FUZZ_SEED=random \
+	  $(VENV)/bin/pytest -s --timeout 3600 tests/test_schemathesis.py
 
 bench-micro: install
 	$(VENV)/bin/pytest bench --benchmark-only --benchmark-enable -p no:cacheprovider -o addopts=""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from analytics.params import MAX_DEPTH, MAX_SEGMENTS, MAX_VALUE_LENGTH
 from core.config import Settings
 
 _ERROR_CODES = [
@@ -47,6 +48,9 @@ _ERROR_CODES = [
     "redis_unavailable",
     "database_unavailable",
     "lake_unreadable",
+    "too_many_queries",
+    "query_timeout",
+    "query_too_large",
     "internal_error",
     # Falcon's own errors, in the same shape
     "bad_request",
@@ -76,6 +80,22 @@ def _error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
     return _json(_ref("Error"), description, **extra)
 
 
+_UNAUTHORIZED = _json(
+    _ref("Error"),
+    "No API key, or an unknown one (`unauthorized`).",
+    headers={
+        "WWW-Authenticate": {
+            "description": "How to authenticate (`Bearer`).",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+)
+_HEADERS_TOO_LARGE = _error(
+    "The request line and headers are larger than EVENTS_MAX_HEADER_BYTES "
+    "(`headers_too_large`); the connection is closed."
+)
+
 _RATE_HEADERS = {
     "RateLimit-Limit": {"$ref": "#/components/headers/RateLimit-Limit"},
     "RateLimit-Remaining": {"$ref": "#/components/headers/RateLimit-Remaining"},
@@ -83,13 +103,77 @@ _RATE_HEADERS = {
 }
 
 
+# The rules the API enforces, as JSON Schema patterns, so that a client (or a fuzzer) can
+# tell from the document alone whether a value will be accepted.
+
+# Any text without C0/C1 control characters or DEL: the API refuses those in every query
+# parameter (ingest/app.py QueryGuard).
+_VISIBLE = r"[^\x00-\x1f\x7f-\x9f]"
+_NO_CONTROL = f"^{_VISIBLE}*$"
+# What Python's str.strip() removes, less the control characters refused anyway.
+_SPACE = r"[ \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# Whitespace as Arrow's utf8_trim_whitespace (and str.isspace) know it: a user_id or
+# event_type made only of these is refused as empty.
+_WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Not blank and no NUL (PostgreSQL's text cannot hold one).
+_TEXT = rf"^[^\x00]*[^\x00{_WHITESPACE}][^\x00]*$"
+
+# Month and day of a real calendar date (February 29 only in leap years, below).
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+# Analytics dates: 1970-01-01 to 2999-12-31 (analytics/params.py EARLIEST, LATEST).
+_STATS_YEAR = r"(?:19[7-9][0-9]|2[0-9]{3})"
+_STATS_LEAP = r"(?:19(?:7[26]|8[048]|9[26])|2[0-9](?:0[48]|[2468][048]|[13579][26])|2[048]00)"
+_STATS_DATE = rf"^(?:{_STATS_YEAR}-{_MONTH_DAY}|{_STATS_LEAP}-02-29)$"
+# occurred_at: years 0001-9999, a time of at least the hour, seconds and fraction optional,
+# `T`, `t` or a space between, and an optional offset (none means UTC); ingest/validate.py
+# _TIMESTAMP_RE plus the calendar checks of _parse_timestamps.
+_YEAR = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_LEAP = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_TIME = r"[Tt ](?:[01][0-9]|2[0-3])(?::[0-5][0-9](?::[0-5][0-9](?:[.,][0-9]+)?)?)?"
+_OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?"
+_TIMESTAMP = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP}-02-29){_TIME}{_OFFSET}$"
+# event_id: 32 hex digits, hyphens optional between the usual groups; not the nil or max UUID.
+_UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+_NIL_OR_MAX_UUID = (
+    r"^(?:0{8}-?0{4}-?0{4}-?0{4}-?0{12}|[fF]{8}-?[fF]{4}-?[fF]{4}-?[fF]{4}-?[fF]{12})$"
+)
+# orjson reads integers in this range as integers (beyond: floats, refused as a user_id).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every object that lists its properties closed to others: an answer
+    holds exactly the documented fields (the fuzz run checks real answers against it)."""
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {name: _closed(sub) for name, sub in value.items()}
+        elif isinstance(value, dict):
+            out[key] = _closed(value)
+        else:
+            out[key] = value
+    if out.get("type") == "object" and "properties" in out:
+        out.setdefault("additionalProperties", False)
+    return out
+
+
+def _segment_pattern() -> str:
+    name = r"[A-Za-z0-9_\-]{1,64}"
+    key = rf"(?:event_type|properties(?:\.{name}){{1,{MAX_DEPTH}}})"
+    return rf"^{_SPACE}*{key}{_SPACE}*[:=]{_VISIBLE}{{0,{MAX_VALUE_LENGTH}}}$"
+
+
 def _date_param(name: str, description: str, *, required: bool = True) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
         "required": required,
-        "description": description,
-        "schema": {"type": "string", "format": "date"},
+        "description": description + " From 1970-01-01 to 2999-12-31.",
+        "schema": {"type": "string", "format": "date", "pattern": _STATS_DATE},
     }
 
 
@@ -97,17 +181,26 @@ _SEGMENT_PARAMS: list[dict[str, Any]] = [
     {
         "name": "segment",
         "in": "query",
-        "description": "Only count events matching `field:value`; `field` is `event_type` or "
-        "`properties.<path>` (dots for nested keys). Repeatable (all must match).",
-        "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+        "description": "Only count events matching `field:value` (or `field=value`); `field` "
+        "is `event_type` or `properties.<path>`: up to 8 names of letters, digits, `_` or "
+        "`-` (at most 64 each) separated by dots for nested keys. A value is at most "
+        f"{MAX_VALUE_LENGTH} characters. Repeatable (all must match); at most "
+        f"{MAX_SEGMENTS} segments in all, the `event_type` and `properties.<path>=value` "
+        "shorthands included.",
+        "schema": {
+            "type": "array",
+            "items": {"type": "string", "pattern": _segment_pattern()},
+            "maxItems": MAX_SEGMENTS,
+        },
         "style": "form",
         "explode": True,
     },
     {
         "name": "event_type",
         "in": "query",
-        "description": "Shorthand for `segment=event_type:<value>`.",
-        "schema": {"type": "string"},
+        "description": "Shorthand for `segment=event_type:<value>` (`properties.<path>=<value>` "
+        "is the shorthand for a property).",
+        "schema": {"type": "string", "maxLength": MAX_VALUE_LENGTH, "pattern": _NO_CONTROL},
     },
 ]
 
@@ -125,7 +218,7 @@ def _scoped(scope: str) -> list[dict[str, list[str]]]:
 
 
 def _stats_operation(
-    summary: str, description: str, params: list[dict[str, Any]], answer: str
+    summary: str, description: str, params: list[dict[str, Any]], answer: str, max_days: int
 ) -> dict[str, Any]:
     return {
         "get": {
@@ -136,12 +229,21 @@ def _stats_operation(
             "parameters": params + _SEGMENT_PARAMS,
             "responses": {
                 "200": _json(_ref(answer), "The answer."),
-                "400": _error("A parameter is missing or invalid (`invalid_parameter`)."),
-                "401": _error("No API key, or an unknown one."),
+                "400": _error(
+                    "A parameter is missing or invalid (`invalid_parameter`), among them what "
+                    "the schemas cannot say: `from` after `to`, a range of more than "
+                    f"{max_days} days, more than {MAX_SEGMENTS} segments in all, more windows "
+                    f"than fit in {max_days} days."
+                ),
+                "401": _UNAUTHORIZED,
                 "403": _error("The key has no `read` scope (`insufficient_scope`)."),
+                "431": _HEADERS_TOO_LARGE,
                 "503": _error(
-                    "PostgreSQL cannot be read right now (`database_unavailable`), or a "
-                    "lake file is missing, damaged or replaced (`lake_unreadable`); retry.",
+                    "PostgreSQL cannot be read right now (`database_unavailable`), a "
+                    "lake file is missing, damaged or replaced (`lake_unreadable`), this "
+                    "server runs as many queries as it allows (`too_many_queries`), or the "
+                    "query took too long (`query_timeout`) or too much memory "
+                    "(`query_too_large`); retry.",
                     retry_after=True,
                 ),
             },
@@ -152,39 +254,78 @@ def _stats_operation(
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document, with this deployment's limits written into it."""
     s = settings
+    earliest = s.min_occurred_at.isoformat()
     event = {
         "type": "object",
         "required": ["event_id", "occurred_at", "user_id", "event_type"],
+        "description": "Unknown fields are ignored. The whole event (`user_id`, `event_type` "
+        f"and `properties` as JSON) is at most {s.max_event_bytes} bytes; a larger one is "
+        "refused alone.",
         "properties": {
             "event_id": {
                 "type": "string",
-                "format": "uuid",
-                "description": "Unique per event, for all time: a resend with the same id is "
-                "stored once (first write wins).",
+                "pattern": _UUID,
+                "not": {"pattern": _NIL_OR_MAX_UUID},
+                "description": "A UUID (hyphens optional, any case; not the nil or max UUID), "
+                "unique per event for all time: a resend with the same id is stored once "
+                "(first write wins).",
             },
             "occurred_at": {
                 "type": "string",
-                "format": "date-time",
-                "description": "ISO 8601 with an offset (or `Z`); stored in UTC, microseconds. "
-                f"At most {s.max_future_seconds} s in the future.",
+                "pattern": _TIMESTAMP,
+                "description": "ISO 8601 such as `2025-08-21T06:52:34+03:00`: a time of at "
+                "least the hour, the offset optional (none means UTC); stored in UTC, "
+                f"microseconds. Not before {earliest} and at most {s.max_future_seconds} s "
+                "in the future (and within years 1-9999 in UTC).",
             },
             "user_id": {
                 "oneOf": [
-                    {"type": "string", "minLength": 1, "maxLength": s.max_user_id_length},
-                    {"type": "integer"},
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": s.max_user_id_length,
+                        "pattern": _TEXT,
+                    },
+                    {"type": "integer", "minimum": _INT_MIN, "maximum": _INT_MAX},
                 ],
-                "description": "Integers are stored as their decimal text.",
+                "description": "Not blank, no NUL; an integer (64-bit, written without "
+                "fraction or exponent) is stored as its decimal text.",
             },
             "event_type": {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": s.max_event_type_length,
+                "pattern": _TEXT,
+                "description": "Not blank, no NUL.",
             },
             "properties": {
-                "type": "object",
-                "description": "Any JSON object (default `{}`).",
+                "anyOf": [_ref("JsonObject"), {"type": "null"}],
+                "description": "Any JSON object without NUL (`\\u0000`) in its texts (`{}` "
+                "when absent or null; a `properties_json` string holding such an object is "
+                "read instead when `properties` is absent).",
             },
         },
+    }
+    # JSON values PostgreSQL's jsonb can hold: no NUL in any text or key.
+    json_text = {"type": "string", "pattern": "^[^\\x00]*$"}
+    json_object = {
+        "type": "object",
+        "propertyNames": json_text,
+        "additionalProperties": _ref("JsonValue"),
+    }
+    json_value = {
+        "anyOf": [
+            json_text,
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "items": _ref("JsonValue")},
+            _ref("JsonObject"),
+        ]
+    }
+    events_array = {
+        "type": "array",
+        "items": _ref("Event"),
+        "minItems": 1,
+        "maxItems": s.max_events_per_request,
     }
     accepted = {
         "type": "object",
@@ -207,7 +348,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "error": {"type": "object"},
         },
     }
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "events",
@@ -233,43 +374,50 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "batch is durable in RabbitMQ (202), or with `?wait=true` once it is "
                     f"committed in PostgreSQL (200). At most {s.max_events_per_request} "
                     f"events and {s.max_body_bytes} bytes (after decompression) per request; "
-                    f"an event of more than {s.max_event_bytes} bytes is refused alone.",
+                    f"an event of more than {s.max_event_bytes} bytes is refused alone. The "
+                    "body may be compressed: `Content-Encoding: gzip`, `zstd`, `deflate` (or "
+                    "`identity`); anything else is a 415.",
                     "parameters": [
                         {
                             "name": "wait",
                             "in": "query",
                             "description": "Answer once the batch is committed (200), or "
-                            "202 with `committed: false` after the timeout.",
-                            "schema": {"type": "boolean", "default": False},
+                            "202 with `committed: false` after the timeout. Any case; empty "
+                            "means false.",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["true", "false", "1", "0", "yes", "no", "on", "off", ""],
+                                "default": "false",
+                            },
                         },
                         {
                             "name": "timeout",
                             "in": "query",
-                            "description": "Seconds to wait with `wait=true` (capped at "
-                            f"{s.wait_timeout_max}).",
+                            "description": "Seconds to wait with `wait=true` (more than "
+                            f"{s.wait_timeout_max} is taken as {s.wait_timeout_max}).",
                             "schema": {"type": "number", "minimum": 0, "default": s.wait_timeout},
                         },
                         {
                             "name": "Idempotency-Key",
                             "in": "header",
-                            "description": "Same key + same body within "
-                            f"{s.idempotency_ttl} s: the first answer again "
-                            "(`Idempotent-Replayed: true`), nothing enqueued.",
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                        },
-                        {
-                            "name": "Content-Encoding",
-                            "in": "header",
+                            "description": "1-255 visible ASCII characters. Same key + same "
+                            f"body within {s.idempotency_ttl} s: the first answer again "
+                            "(`Idempotent-Replayed: true`), nothing enqueued; the same key with "
+                            "another body: 422.",
                             "schema": {
                                 "type": "string",
-                                "enum": ["gzip", "zstd", "deflate", "identity"],
+                                "minLength": 1,
+                                "maxLength": 255,
+                                "pattern": "^[\\x21-\\x7e]{1,255}$",
                             },
                         },
                         {
                             "name": "X-Request-ID",
                             "in": "header",
-                            "description": "Echoed back (or assigned) on every answer.",
-                            "schema": {"type": "string", "maxLength": 128},
+                            "description": "Echoed back on the answer when it is 1-128 of "
+                            "`A-Z a-z 0-9 . _ : -`; otherwise (or when absent) the answer "
+                            "carries one assigned by the server.",
+                            "schema": {"type": "string"},
                         },
                     ],
                     "requestBody": {
@@ -278,34 +426,30 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "oneOf": [
-                                        {"type": "array", "items": _ref("Event")},
+                                        events_array,
                                         {
                                             "type": "object",
                                             "required": ["events"],
-                                            "properties": {
-                                                "events": {
-                                                    "type": "array",
-                                                    "items": _ref("Event"),
-                                                }
-                                            },
+                                            "properties": {"events": events_array},
                                         },
                                     ]
                                 }
                             },
                             "application/x-ndjson": {
                                 "schema": {
-                                    "type": "string",
-                                    "description": "One event object per line.",
+                                    **events_array,
+                                    "description": "One event object per line (also sent as "
+                                    "`application/jsonl`); blank lines are skipped, a malformed "
+                                    "line is refused alone.",
                                 }
                             },
                             "application/vnd.apache.arrow.stream": {
                                 "schema": {
-                                    "type": "string",
-                                    "contentEncoding": "binary",
-                                    "description": "An Arrow IPC stream with the event "
-                                    "columns (event_id as string or 16-byte binary; "
-                                    "occurred_at as timestamp or string; user_id as string "
-                                    "or integer; event_type as string or dictionary; "
+                                    **events_array,
+                                    "description": "An Arrow IPC stream whose rows are the "
+                                    "events, a column per field (event_id as string or 16-byte "
+                                    "binary; occurred_at as timestamp or string; user_id as "
+                                    "string or integer; event_type as string or dictionary; "
                                     "properties as JSON text or struct).",
                                 }
                             },
@@ -324,23 +468,28 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                 **_RATE_HEADERS,
                                 "Idempotent-Replayed": {
                                     "description": "`true` when this is a stored answer.",
-                                    "schema": {"type": "string"},
+                                    "schema": {"const": "true"},
                                 },
                             },
                         ),
                         "400": _json(
                             {"anyOf": [_ref("Accepted"), _ref("Error")]},
-                            "No valid event (the answer lists each refusal), or the body or "
-                            "a parameter cannot be used.",
+                            "No valid event (`no_valid_events`; the answer lists each "
+                            "refusal), or the body or a parameter cannot be used.",
+                            headers=_RATE_HEADERS,
                         ),
-                        "401": _error("No API key, or an unknown one."),
+                        "401": _UNAUTHORIZED,
                         "403": _error("The key has no `ingest` scope (`insufficient_scope`)."),
-                        "408": _error("The body did not arrive in time."),
+                        "408": _error("The body did not arrive in time (`request_timeout`)."),
                         "409": _error(
                             "A request with this Idempotency-Key is still running.",
                             retry_after=True,
                         ),
-                        "413": _error("A size limit, or more events than the rate limit's bucket."),
+                        "413": _error(
+                            "A size limit (`body_too_large`, `too_many_events`, "
+                            "`too_many_values`, `too_many_batches`), or more events than the "
+                            "rate limit's bucket (`rate_limit_exceeds_burst`)."
+                        ),
                         "415": _error("Unsupported Content-Type, charset or Content-Encoding."),
                         "422": _error("This Idempotency-Key was used with another body."),
                         "429": _json(
@@ -351,7 +500,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                 "Retry-After": {"$ref": "#/components/headers/Retry-After"},
                             },
                         ),
-                        "431": _error("Request line and headers too large."),
+                        "431": _HEADERS_TOO_LARGE,
                         "503": _error(
                             "RabbitMQ down, the queue full, Redis down with "
                             "EVENTS_REDIS_FAILURE=closed, or this server decoding as many "
@@ -370,6 +519,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     _date_param("to", "Last day, inclusive (alias `to_date`)."),
                 ],
                 "Dau",
+                s.max_query_days,
             ),
             "/stats/top-events": _stats_operation(
                 "Most frequent event types",
@@ -385,6 +535,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 ],
                 "TopEvents",
+                s.max_query_days,
             ),
             "/stats/retention": _stats_operation(
                 "Cohort retention",
@@ -395,16 +546,30 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     {
                         "name": "windows",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "default": 3},
+                        "description": f"At most {s.max_query_days} days' worth: "
+                        f"{s.max_query_days} daily or {s.max_query_days // 7} weekly windows.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": max(1, s.max_query_days),
+                            "default": 3,
+                        },
                     },
                     {
                         "name": "granularity",
                         "in": "query",
-                        "description": "Window length (aliases `window_type`, `period_type`).",
-                        "schema": {"type": "string", "enum": ["day", "week"], "default": "day"},
+                        "description": "Window length (aliases `window_type`, `period_type`); "
+                        "`daily`, `days`, `weekly`, `weeks` work too, in any case; empty "
+                        "means the default.",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["day", "week", "daily", "days", "weekly", "weeks", ""],
+                            "default": "day",
+                        },
                     },
                 ],
                 "Retention",
+                s.max_query_days,
             ),
             "/healthz": {
                 "get": {
@@ -499,6 +664,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             "schemas": {
                 "Event": event,
+                "JsonObject": json_object,
+                "JsonValue": json_value,
                 "Accepted": accepted,
                 "Rejection": {
                     "type": "object",
@@ -515,6 +682,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error"],
+                    # The error object itself carries details that vary by code
+                    # (`parameter`, `limit`, `supported`, `required_scope`, ...).
+                    "additionalProperties": False,
                     "properties": {
                         "error": {
                             "type": "object",
@@ -612,3 +782,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    schemas = doc["components"]["schemas"]
+    for name in ("Accepted", "Rejection", "Ready", "Dau", "TopEvents", "Retention"):
+        schemas[name] = _closed(schemas[name])
+    return doc

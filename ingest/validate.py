@@ -321,6 +321,7 @@ def _parse_timestamps(strings: pa.Array) -> pa.Array:
 _MIN_US = -62_135_596_800_000_000
 _MAX_US = 253_402_300_799_999_999
 _PER_UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _to_micros(raw: pa.Array, refusals: Refusals) -> pa.Array:
@@ -379,7 +380,12 @@ def timestamp_column(raw: pa.Array, refusals: Refusals, limits: Limits, now: dat
     refusals.mark(
         pc.less(stamps, pa.scalar(limits.min_occurred_at, target)), "occurred_at", "too_early"
     )
-    latest = pa.scalar(now.astimezone(UTC) + limits.max_future, target)
+    # In microseconds and capped at the end of year 9999: with a large allowance
+    # (EVENTS_MAX_FUTURE_SECONDS) now + allowance is past what a datetime holds, and the
+    # stored value must stay within what PostgreSQL and Python both read back.
+    now_us = (now.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+    allowance_us = limits.max_future // timedelta(microseconds=1)
+    latest = pa.scalar(min(now_us + allowance_us, _MAX_US), target)
     refusals.mark(pc.greater(stamps, latest), "occurred_at", "too_far_in_future")
     return stamps
 

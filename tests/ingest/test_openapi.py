@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -10,12 +12,18 @@ import jsonschema
 import orjson
 import pytest
 from falcon import testing
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
+from analytics.params import parse_date, parse_segments
 from core.config import Settings
-from ingest.app import create_app
+from ingest.app import _CONTROL, create_app
+from ingest.errors import ApiError
 from ingest.openapi import openapi_document
-from tests.conftest import API_KEY, new_event, running_worker
+from ingest.validate import Limits, validate_records
+from tests.conftest import API_KEY, make_settings, new_event, running_worker
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -137,3 +145,189 @@ async def test_docs_need_no_key(settings: Settings, path: str) -> None:
     async with testing.ASGIConductor(create_app(settings)) as c:
         result = await c.simulate_get(path)
     assert result.status_code == 200
+
+
+# ---------------------------------------------------------------------------------------
+# The document states what the API enforces (tests/test_schemathesis.py fuzzes the running
+# service against it): each documented rule must agree with the code that applies it.
+
+_CODE_CALL = re.compile(
+    r"(?:ApiError\(\s*\d+,|\b(?:bad_request|too_large|unsupported_media|unavailable)\("
+    r'|_refuse\(\s*b"[^"]*",)\s*"([a-z_]+)"'
+)
+
+
+def test_every_error_code_the_code_answers_is_in_the_documented_enum(settings: Settings) -> None:
+    """The schemathesis run found analytics answering 503 `too_many_queries`,
+    `query_timeout` and `query_too_large`, codes the Error schema's enum did not list."""
+    root = Path(__file__).resolve().parents[2]
+    found = {
+        m.group(1)
+        for package in ("ingest", "analytics", "core", "storage", "pipeline")
+        for path in (root / package).glob("*.py")
+        for m in _CODE_CALL.finditer(path.read_text())
+    }
+    assert {"too_many_queries", "query_timeout", "headers_too_large", "unauthorized"} <= found
+    enum = openapi_document(settings)["components"]["schemas"]["Error"]["properties"]["error"]
+    assert found - set(enum["properties"]["code"]["enum"]) == set()
+
+
+def _validator(settings: Settings, schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    doc = openapi_document(settings)
+    return jsonschema.Draft202012Validator({**schema, "components": doc["components"]})
+
+
+def _event_field(settings: Settings, name: str) -> jsonschema.Draft202012Validator:
+    doc = openapi_document(settings)
+    return _validator(settings, doc["components"]["schemas"]["Event"]["properties"][name])
+
+
+def _query_param(settings: Settings, path: str, name: str) -> jsonschema.Draft202012Validator:
+    doc = openapi_document(settings)
+    (param,) = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == name]
+    return _validator(settings, param["schema"])
+
+
+WIDE = Limits(
+    max_future=timedelta(days=3_652_500), min_occurred_at=datetime.min.replace(tzinfo=UTC)
+)
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def _refusal(event: dict[str, Any]) -> tuple[str | None, str] | None:
+    batch = validate_records([event], WIDE, NOW)
+    return (batch.rejected[0].field, batch.rejected[0].code) if batch.rejected else None
+
+
+# Near the documented form: ASCII digits in every position (impossible dates, hours,
+# offsets included), each part optional where the API's own regular expression has it.
+_NEAR_TIMESTAMP = (
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt x][0-9]{2}(:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?)?"
+    r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?\Z"
+)
+
+
+@settings_(max_examples=400, deadline=None)
+@given(
+    text=st.from_regex(_NEAR_TIMESTAMP)
+    | st.text(max_size=30)
+    | st.sampled_from(
+        [
+            f"{day}T{time}"
+            for day in [
+                *["2023-02-29", "2024-02-29", "2100-02-29", "2000-02-29", "2025-04-31"],
+                *["2025-13-01", "2025-00-10", "0000-01-01", "0004-02-29", "9999-12-31"],
+            ]
+            for time in ["00Z", "23:59:59.9999999+23:59", "24:00", "12:60", "00:00:60", "00-2400"]
+        ]
+    )
+)
+def test_the_documented_occurred_at_pattern_is_what_validation_accepts(text: str) -> None:
+    documented = _event_field(make_settings(), "occurred_at").is_valid(text)
+    refusal = _refusal(new_event(occurred_at=text))
+    if documented and refusal is not None:
+        # The one rule no pattern can say: the instant, once in UTC, is within years 1-9999.
+        assert refusal[1] in ("too_early", "too_far_in_future"), (text, refusal)
+        assert text.startswith(("0001-01-01", "9999-12-31")), (text, refusal)
+    else:
+        assert documented == (refusal is None), (text, refusal)
+
+
+_NEAR_UUID = (
+    r"\A[0-9a-fA-FxX]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
+)
+
+
+@settings_(max_examples=300, deadline=None)
+@given(
+    text=st.from_regex(_NEAR_UUID)
+    | st.sampled_from(
+        [
+            "0" * 32,
+            "00000000-0000-0000-0000-000000000000",
+            "F" * 32,
+            "ffffffff-FFFF-ffff-FFFF-ffffffffffff",
+        ]
+    )
+    | st.text(max_size=40)
+)
+def test_the_documented_event_id_pattern_is_what_validation_accepts(text: str) -> None:
+    documented = _event_field(make_settings(), "event_id").is_valid(text)
+    assert documented == (_refusal(new_event(event_id=text)) is None), text
+
+
+@settings_(max_examples=300, deadline=None)
+@given(
+    text=st.text(
+        st.sampled_from(["\x00", " ", "\t", "\u3000", "\u0085", "\u200b", "a", "é"]), max_size=5
+    )
+    | st.text(max_size=300)
+)
+def test_the_documented_user_id_and_event_type_rules_are_what_validation_accepts(
+    text: str,
+) -> None:
+    s = make_settings()
+    for name in ("user_id", "event_type"):
+        documented = _event_field(s, name).is_valid(text)
+        refusal = _refusal(new_event(**{name: text}))
+        assert documented == (refusal is None), (name, text, refusal)
+
+
+def _served(params: dict[str, str | list[str]], parse: Any) -> bool:
+    """What the API does with these query parameters: QueryGuard, then the route's parser."""
+    values = [
+        v for value in params.values() for v in (value if isinstance(value, list) else [value])
+    ]
+    if any(_CONTROL.search(v) for v in values):
+        return False
+    try:
+        parse(params)
+    except ApiError:
+        return False
+    return True
+
+
+_SEGMENT_PIECES = st.tuples(
+    st.sampled_from(["", " ", "\u3000", "\t", "\x85"]),
+    st.sampled_from(
+        [
+            "event_type",
+            "properties.country",
+            "properties.a.b-c.D_9",
+            "properties." + ".".join("a" * 8),
+            "properties." + ".".join("a" * 9),
+            "properties." + "x" * 64,
+            "properties." + "x" * 65,
+            "properties.",
+            "properties..a",
+            "properties.a b",
+            "properties.é",
+            "user_id",
+            "",
+        ]
+    ),
+    st.sampled_from(["", " "]),
+    st.sampled_from([":", "=", ";", ""]),
+    st.text(max_size=20) | st.text("ab:=", min_size=250, max_size=260),
+)
+
+
+@settings_(max_examples=400, deadline=None)
+@given(pieces=_SEGMENT_PIECES)
+def test_the_documented_segment_pattern_is_what_the_api_accepts(
+    pieces: tuple[str, str, str, str, str],
+) -> None:
+    text = "".join(pieces)
+    documented = _query_param(make_settings(), "/stats/dau", "segment").is_valid([text])
+    assert documented == _served({"segment": text}, parse_segments), text
+
+
+@settings_(max_examples=300, deadline=None)
+@given(
+    text=st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+    | st.sampled_from(["1969-12-31", "1970-01-01", "2999-12-31", "3000-01-01", "2100-02-29"])
+    | st.sampled_from(["2000-02-29", "2024-02-29", "2023-02-29", "1972-02-29", "2400-02-29"])
+)
+def test_the_documented_date_pattern_is_what_the_api_accepts(text: str) -> None:
+    documented = _query_param(make_settings(), "/stats/dau", "from").is_valid(text)
+    assert documented == _served({"date": text}, lambda p: parse_date(p["date"], "date")), text

@@ -169,6 +169,30 @@ def test_time_bounds() -> None:
     }
 
 
+def test_a_future_allowance_past_year_9999_caps_there_instead_of_failing() -> None:
+    """Found by the schemathesis run: with EVENTS_MAX_FUTURE_SECONDS of ten thousand years
+    every POST /events was a 500 (OverflowError adding it to now). The bound is now capped
+    at the last microsecond of 9999 (UTC), the most PostgreSQL and Python both read back."""
+    limits = Limits(
+        max_future=timedelta(days=3_652_500), min_occurred_at=datetime.min.replace(tzinfo=UTC)
+    )
+    events = [
+        new_event(occurred_at="9999-12-31T23:59:59.999999Z"),
+        new_event(occurred_at="0001-01-01T00:00:00Z"),
+        new_event(occurred_at="9999-12-31T23:59:59-00:01"),  # 10000-01-01 in UTC
+        new_event(occurred_at="0001-01-01T00:00:00+00:01"),  # year 0 in UTC
+    ]
+    batch = validate_records(events, limits, NOW)
+    assert refused(batch) == {
+        2: ("occurred_at", "too_far_in_future"),
+        3: ("occurred_at", "too_early"),
+    }
+    assert batch.table.column("occurred_at").to_pylist() == [
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+    ]
+
+
 def test_uuid_forms_and_user_id_integers() -> None:
     raw = uuid.uuid4()
     events = [
