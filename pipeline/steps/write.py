@@ -11,7 +11,7 @@
 - Data the database refuses (``BadData``) and suspect micro-batches are isolated by
   splitting in halves until the offending message is alone; it goes to the dead-letter
   queue with the reason and the attempt count, and the rest is stored.
-- Staging (``pipeline/frame.py``, our own code) raising anything for a micro-batch is
+- Staging (``storage/staging.py``, our own code) raising anything for a micro-batch is
   isolated the same way at once (``staging_failed``): staging the same rows again fails
   again, and letting the error escape would crash the worker, whose restarts would walk
   every message it held towards the delivery limit.
