@@ -14,8 +14,8 @@ import falcon.asgi
 from analytics.engine import Analytics
 from analytics.limits import QueryTimeout, QueryTooLarge, TooManyQueries
 from analytics.params import parse_int, parse_range, parse_retention, parse_segments
+from core.codes import ErrorCode, Refusal
 from core.config import Settings
-from ingest.errors import ApiError, unavailable
 from storage.errors import DB_ERRORS
 from storage.lake import LakeUnreadable
 
@@ -46,51 +46,55 @@ def _store_errors() -> Iterator[None]:
     try:
         yield
     except TooManyQueries as ex:
-        raise unavailable(
-            "too_many_queries",
+        raise Refusal(
+            ErrorCode.TOO_MANY_QUERIES,
             "this server is running as many analytics queries as it allows; retry shortly",
-            retry_after=1,
+            retry_in=1,
         ) from ex
     except QueryTimeout as ex:
         raise _timeout() from ex
     except QueryTooLarge as ex:
         log.warning("an analytics query needed more memory than allowed", extra={"error": str(ex)})
-        raise unavailable(
-            "query_too_large",
+        raise Refusal(
+            ErrorCode.QUERY_TOO_LARGE,
             "the query needs more memory than this server gives analytics; ask for fewer days "
             "or segments, or retry when fewer queries run",
-            retry_after=5,
+            retry_in=5,
         ) from ex
     except LakeUnreadable as ex:
         log.error("a lake file cannot be read", extra={"path": ex.path, "reason": ex.reason})
-        raise unavailable("lake_unreadable", _LAKE_MESSAGE, retry_after=LAKE_RETRY_AFTER) from ex
+        raise Refusal(ErrorCode.LAKE_UNREADABLE, _LAKE_MESSAGE, retry_in=LAKE_RETRY_AFTER) from ex
     except asyncpg.QueryCanceledError as ex:  # statement_timeout: the deadline passed
         raise _timeout() from ex
     except asyncpg.PostgresError as ex:
         if str(ex.sqlstate or "")[:2] in _INPUT_CLASSES:
-            raise ApiError(
-                400, "invalid_parameter", f"a parameter cannot be used: {ex}"[:300]
+            raise Refusal(
+                ErrorCode.INVALID_PARAMETER, f"a parameter cannot be used: {ex}"[:300]
             ) from ex
-        raise unavailable(
-            "database_unavailable", f"PostgreSQL cannot answer right now ({type(ex).__name__})"
+        raise Refusal(
+            ErrorCode.DATABASE_UNAVAILABLE,
+            f"PostgreSQL cannot answer right now ({type(ex).__name__})",
+            retry_in=1,
         ) from ex
     except DB_ERRORS as ex:
-        raise unavailable(
-            "database_unavailable", f"PostgreSQL cannot answer right now ({type(ex).__name__})"
+        raise Refusal(
+            ErrorCode.DATABASE_UNAVAILABLE,
+            f"PostgreSQL cannot answer right now ({type(ex).__name__})",
+            retry_in=1,
         ) from ex
     except (duckdb.ConversionException, duckdb.OutOfRangeException) as ex:
-        raise ApiError(400, "invalid_parameter", "a parameter cannot be used") from ex
+        raise Refusal(ErrorCode.INVALID_PARAMETER, "a parameter cannot be used") from ex
     except duckdb.IOException as ex:  # an I/O error that no lake file explains
         log.error("a lake file cannot be read", extra={"error": str(ex)[:300]})
-        raise unavailable("lake_unreadable", _LAKE_MESSAGE, retry_after=LAKE_RETRY_AFTER) from ex
+        raise Refusal(ErrorCode.LAKE_UNREADABLE, _LAKE_MESSAGE, retry_in=LAKE_RETRY_AFTER) from ex
 
 
-def _timeout() -> ApiError:
-    return unavailable(
-        "query_timeout",
+def _timeout() -> Refusal:
+    return Refusal(
+        ErrorCode.QUERY_TIMEOUT,
         "the query did not finish within EVENTS_QUERY_TIMEOUT and was stopped; ask for fewer "
         "days, or retry when the server is less busy",
-        retry_after=5,
+        retry_in=5,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
-from ingest.errors import ApiError
+from core.codes import ErrorCode, Refusal
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 MAX_DEPTH = 8
@@ -20,8 +20,8 @@ MAX_SEGMENTS = 8
 MAX_VALUE_LENGTH = 256
 
 
-def invalid(parameter: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", message, parameter=parameter)
+def invalid(parameter: str, message: str) -> Refusal:
+    return Refusal(ErrorCode.INVALID_PARAMETER, message, parameter=parameter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,12 @@ import orjson
 
 from analytics.http import add_routes
 from core import metrics
+from core.codes import ErrorCode, Refusal
 from core.config import Settings, load_settings
 from core.logs import configure_logging
 from ingest.api_docs import add_doc_routes
 from ingest.auth import AuthMiddleware
-from ingest.errors import ApiError, falcon_error_body
+from ingest.errors import falcon_error_body
 from ingest.events import EventsResource
 from ingest.resources import HealthResource, MetricsResource, ReadyResource
 from ingest.runtime import Runtime
@@ -58,9 +59,8 @@ class QueryGuard:
         for name, value in req.params.items():
             values = value if isinstance(value, list) else [value]
             if _CONTROL.search(name) or any(_CONTROL.search(v) for v in values):
-                raise ApiError(
-                    400,
-                    "invalid_parameter",
+                raise Refusal(
+                    ErrorCode.INVALID_PARAMETER,
                     "query parameters must not contain control characters (such as NUL)",
                     parameter=_CONTROL.sub("?", name)[:64],
                 )
@@ -103,7 +103,7 @@ class RequestLogMiddleware:
 
 
 async def _api_error(
-    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: ApiError, params: dict[str, Any]
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Refusal, params: dict[str, Any]
 ) -> None:
     resp.status = ex.status
     resp.media = ex.body()
@@ -126,7 +126,7 @@ async def _unexpected(
     resp.status = falcon.HTTP_500
     resp.media = {
         "error": {
-            "code": "internal_error",
+            "code": ErrorCode.INTERNAL_ERROR.value,
             "message": "an internal error occurred; it has been logged",
             "request_id": req.context.get("request_id"),
         }
@@ -164,7 +164,7 @@ def create_app(
     add_doc_routes(app, settings)
     add_routes(app, settings, runtime.analytics)
     app.add_error_handler(Exception, _unexpected)
-    app.add_error_handler(ApiError, _api_error)
+    app.add_error_handler(Refusal, _api_error)
     app.set_error_serializer(_serialize_falcon_error)
     return app
 

@@ -13,7 +13,7 @@ import struct
 
 import pyarrow as pa
 
-from ingest.errors import bad_request, too_large
+from core.codes import ErrorCode, Refusal
 
 # Record-batch and dictionary messages in one body: each becomes a chunk with its own
 # C++ objects, so a body of a hundred thousand one-row batches costs far more than its bytes.
@@ -93,8 +93,8 @@ def read_arrow(body: bytes, max_bytes: int, max_events: int | None = None) -> pa
     """The table in an Arrow IPC *stream* body, refused if it would exceed ``max_bytes``
     (or hold more than ``max_events`` rows, checked before the data is validated)."""
     if body[:6] == b"ARROW1":
-        raise bad_request(
-            "invalid_arrow",
+        raise Refusal(
+            ErrorCode.INVALID_ARROW,
             "this is the Arrow IPC file format; send the stream "
             "format (application/vnd.apache.arrow.stream)",
         )
@@ -103,21 +103,21 @@ def read_arrow(body: bytes, max_bytes: int, max_events: int | None = None) -> pa
         _check_declared_sizes(buffer, max_bytes)
         table = pa.ipc.open_stream(buffer).read_all()
         if max_events is not None and table.num_rows > max_events:
-            raise too_large(
-                "too_many_events",
+            raise Refusal(
+                ErrorCode.TOO_MANY_EVENTS,
                 f"{table.num_rows} events in one request; the limit is {max_events}",
                 limit=max_events,
             )
         if table.nbytes > max_bytes:  # what was actually allocated, whatever was declared
-            raise too_large(
-                "body_too_large",
+            raise Refusal(
+                ErrorCode.BODY_TOO_LARGE,
                 f"the decoded Arrow data is larger than {max_bytes} bytes",
                 limit=max_bytes,
             )
         table.validate(full=True)
     except (pa.ArrowException, ValueError, struct.error, IndexError, OSError) as ex:
-        raise bad_request(
-            "invalid_arrow", f"the body is not a valid Arrow IPC stream: {ex}"
+        raise Refusal(
+            ErrorCode.INVALID_ARROW, f"the body is not a valid Arrow IPC stream: {ex}"
         ) from ex
     return table
 
@@ -133,16 +133,16 @@ def _check_declared_sizes(buffer: pa.Buffer, max_bytes: int) -> None:
         if message.type in ("record batch", "dictionary"):
             messages += 1
             if messages > MAX_MESSAGES:
-                raise too_large(
-                    "too_many_batches",
+                raise Refusal(
+                    ErrorCode.TOO_MANY_BATCHES,
                     f"more than {MAX_MESSAGES} record batches in one body; send fewer, larger "
                     "batches",
                     limit=MAX_MESSAGES,
                 )
             total += _declared_bytes(message)
             if total > max_bytes:
-                raise too_large(
-                    "body_too_large",
+                raise Refusal(
+                    ErrorCode.BODY_TOO_LARGE,
                     f"the decompressed Arrow data is larger than {max_bytes} bytes",
                     limit=max_bytes,
                 )

@@ -13,8 +13,8 @@ from typing import Any
 
 import falcon.asgi
 
+from core.codes import ErrorCode, Refusal
 from core.config import SCOPES, ApiKey
-from ingest.errors import ApiError
 
 ANONYMOUS = "anonymous"
 
@@ -69,9 +69,8 @@ class AuthMiddleware:
             return
         identified = self.identify(presented_key(req))
         if identified is None:
-            raise ApiError(
-                401,
-                "unauthorized",
+            raise Refusal(
+                ErrorCode.UNAUTHORIZED,
                 "missing or invalid API key: send X-API-Key: <key> or Authorization: Bearer <key>",
                 headers={"WWW-Authenticate": 'Bearer realm="events"'},
             )
@@ -80,9 +79,8 @@ class AuthMiddleware:
         # Fail closed: a route that names no scope is an operator's (admin) route.
         required = getattr(resource, "required_scope", "admin")
         if required not in scopes:
-            raise ApiError(
-                403,
-                "insufficient_scope",
+            raise Refusal(
+                ErrorCode.INSUFFICIENT_SCOPE,
                 f"this API key may not do this: it needs the {required!r} scope "
                 f"(it has: {', '.join(sorted(scopes)) or 'none'})",
                 required_scope=required,

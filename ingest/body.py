@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable
 
 import zstandard
 
-from ingest.errors import ApiError, bad_request, too_large, unsupported_media
+from core.codes import ErrorCode, Refusal
 
 SUPPORTED_ENCODINGS = ("gzip", "zstd", "deflate", "identity")
 _READ_CHUNK = 1 << 16
@@ -22,13 +22,12 @@ _MAX_GZIP_MEMBERS = 1000
 _RATIO_SLACK = 1 << 20
 
 
-class DecompressedTooLarge(ApiError):
-    """A body that inflates beyond the limit it was inflated with (413)."""
+class DecompressedTooLarge(Refusal):
+    """A body that inflates beyond the limit it was inflated with (``body_too_large``)."""
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(
-            413,
-            "body_too_large",
+            ErrorCode.BODY_TOO_LARGE,
             f"the decompressed body is larger than {max_bytes} bytes",
             limit=max_bytes,
         )
@@ -37,8 +36,10 @@ class DecompressedTooLarge(ApiError):
 def _too_large(max_bytes: int, what: str) -> Exception:
     if what == "decompressed":
         return DecompressedTooLarge(max_bytes)
-    return too_large(
-        "body_too_large", f"the {what} body is larger than {max_bytes} bytes", limit=max_bytes
+    return Refusal(
+        ErrorCode.BODY_TOO_LARGE,
+        f"the {what} body is larger than {max_bytes} bytes",
+        limit=max_bytes,
     )
 
 
@@ -80,9 +81,8 @@ async def read_body(
         try:
             await asyncio.wait_for(read(), timeout)
         except TimeoutError:
-            raise ApiError(
-                408,
-                "request_timeout",
+            raise Refusal(
+                ErrorCode.REQUEST_TIMEOUT,
                 f"the request body was not received within {timeout:g} s",
                 headers={"Connection": "close"},
             ) from None
@@ -112,8 +112,8 @@ def decode_content(
         elif coding == "zstd":
             body = _unzstd(body, max_bytes)
         else:
-            raise unsupported_media(
-                "unsupported_encoding",
+            raise Refusal(
+                ErrorCode.UNSUPPORTED_ENCODING,
                 f"Content-Encoding {coding!r} is not supported; use gzip or zstd",
                 supported=list(SUPPORTED_ENCODINGS),
             )
@@ -147,18 +147,18 @@ def _inflate(data: bytes, max_bytes: int, *, wbits: int, name: str) -> bytes:
                 pending = inflater.unused_data
                 more = bool(pending) or pos < len(view)
                 if more and name != "gzip":
-                    raise bad_request(
-                        "invalid_encoding", f"data after the end of the {name} stream"
+                    raise Refusal(
+                        ErrorCode.INVALID_ENCODING, f"data after the end of the {name} stream"
                     )
                 if more and members >= _MAX_GZIP_MEMBERS:
-                    raise bad_request(
-                        "invalid_encoding", f"more than {_MAX_GZIP_MEMBERS} gzip members"
+                    raise Refusal(
+                        ErrorCode.INVALID_ENCODING, f"more than {_MAX_GZIP_MEMBERS} gzip members"
                     )
                 inflater, fed = zlib.decompressobj(wbits), False
     except zlib.error as ex:
-        raise bad_request("invalid_encoding", f"the body is not valid {name}: {ex}") from ex
+        raise Refusal(ErrorCode.INVALID_ENCODING, f"the body is not valid {name}: {ex}") from ex
     if members == 0 or fed:
-        raise bad_request("invalid_encoding", f"the {name} body is truncated")
+        raise Refusal(ErrorCode.INVALID_ENCODING, f"the {name} body is truncated")
     return bytes(out)
 
 
@@ -171,5 +171,5 @@ def _unzstd(data: bytes, max_bytes: int) -> bytes:
             if len(out) > max_bytes:
                 raise _too_large(max_bytes, "decompressed")
     except zstandard.ZstdError as ex:
-        raise bad_request("invalid_encoding", f"the body is not valid zstd: {ex}") from ex
+        raise Refusal(ErrorCode.INVALID_ENCODING, f"the body is not valid zstd: {ex}") from ex
     return bytes(out)

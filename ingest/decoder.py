@@ -29,9 +29,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from core import metrics
+from core.codes import ErrorCode, Refusal
 from ingest.body import DecompressedTooLarge, decompressed_limit
 from ingest.decode_job import DecodedRequest, DecodeRequest, decode_request
-from ingest.errors import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,10 @@ class Decoder:
         ``Retry-After`` when they do not become free in time)."""
         if not await self.budget.acquire(amount, self._wait):
             metrics.DECODE_REFUSED.inc()
-            raise unavailable(
-                "overloaded",
+            raise Refusal(
+                ErrorCode.OVERLOADED,
                 "this server is decoding as many large bodies as it can hold; retry shortly",
-                retry_after=1,
+                retry_in=1,
             )
         reservation = Reservation(self.budget, min(amount, self.budget.capacity))
         try:
@@ -178,10 +178,10 @@ class Decoder:
                 extra={"bytes": size, "error": str(ex)},
             )
             self._discard()
-            raise unavailable(
-                "decoder_unavailable",
+            raise Refusal(
+                ErrorCode.DECODER_UNAVAILABLE,
                 "the body could not be decoded because a decoding process stopped; retry",
-                retry_after=1,
+                retry_in=1,
             ) from ex
 
     def _discard(self, *, wait: bool = False) -> None:

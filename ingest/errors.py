@@ -1,4 +1,7 @@
-"""Errors answered to clients, all as ``{"error": {"code", "message", ...}}``."""
+"""Falcon's own errors (404, 405, malformed requests) in the service's error shape.
+
+Every other refusal is a ``core.codes.Refusal`` naming an ``ErrorCode``.
+"""
 
 from __future__ import annotations
 
@@ -6,76 +9,24 @@ from typing import Any
 
 import falcon
 
-
-class ApiError(Exception):
-    """An error with an HTTP status, a stable machine-readable code and a human message."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        **details: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.details = details
-
-    def __reduce__(self) -> Any:
-        # Decoding runs in other processes too: the error must survive pickling whole.
-        state = (self.status, self.code, self.message, self.headers, self.details)
-        return _rebuild, (type(self), state)
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
-
-
-def _rebuild(
-    cls: type[ApiError], state: tuple[int, str, str, dict[str, str], dict[str, Any]]
-) -> ApiError:
-    status, code, message, headers, details = state
-    error = ApiError.__new__(cls)
-    ApiError.__init__(error, status, code, message, headers=headers, **details)
-    return error
-
-
-def bad_request(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(400, code, message, **details)
-
-
-def too_large(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(413, code, message, **details)
-
-
-def unsupported_media(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(415, code, message, **details)
-
-
-def unavailable(code: str, message: str, *, retry_after: int = 1) -> ApiError:
-    return ApiError(503, code, message, headers={"Retry-After": str(retry_after)})
-
+from core.codes import ErrorCode
 
 # Falcon's own errors (404, 405, ...) keep their status but get our body shape.
 _FALCON_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    411: "length_required",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    408: ErrorCode.REQUEST_TIMEOUT,
+    411: ErrorCode.LENGTH_REQUIRED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    429: ErrorCode.TOO_MANY_REQUESTS,
 }
 
 
 def falcon_error_body(error: falcon.HTTPError) -> dict[str, Any]:
     status = error.status_code
-    code = _FALCON_CODES.get(status, "error")
-    message = error.description or error.title or code
-    return {"error": {"code": code, "message": message}}
+    code = _FALCON_CODES.get(status, ErrorCode.ERROR)
+    message = error.description or error.title or code.value
+    return {"error": {"code": code.value, "message": message}}

@@ -23,11 +23,11 @@ import falcon.asgi
 import orjson
 
 from core import metrics
+from core.codes import ErrorCode, Refusal
 from core.config import Settings
 from core.ids import uuid7
 from ingest.body import read_body
 from ingest.decode_job import DecodeRequest
-from ingest.errors import ApiError, bad_request, too_large, unavailable
 from ingest.idempotency import Replay, fingerprint
 from ingest.media import SOURCES, media_type
 from ingest.ratelimit import Charge, Decision, RedisUnavailable
@@ -55,18 +55,18 @@ class EventsResource:
     def _wait_params(self, req: falcon.asgi.Request) -> tuple[bool, float]:
         raw_wait = (req.get_param("wait") or "").strip().lower()
         if raw_wait not in _TRUE | _FALSE:
-            raise bad_request("invalid_parameter", "wait must be true or false")
+            raise Refusal(ErrorCode.INVALID_PARAMETER, "wait must be true or false")
         timeout = self._settings.wait_timeout
         raw_timeout = req.get_param("timeout")
         if raw_timeout is not None:
             try:
                 timeout = float(raw_timeout)
             except ValueError:
-                raise bad_request(
-                    "invalid_parameter", "timeout must be a number of seconds"
+                raise Refusal(
+                    ErrorCode.INVALID_PARAMETER, "timeout must be a number of seconds"
                 ) from None
             if not timeout >= 0:
-                raise bad_request("invalid_parameter", "timeout must not be negative")
+                raise Refusal(ErrorCode.INVALID_PARAMETER, "timeout must not be negative")
         return raw_wait in _TRUE, min(timeout, self._settings.wait_timeout_max)
 
     async def _redis(self, call: Awaitable[T]) -> T | None:
@@ -76,10 +76,10 @@ class EventsResource:
         except RedisUnavailable as ex:
             metrics.REDIS_ERRORS.inc()
             if self._settings.redis_failure == "closed":
-                raise unavailable(
-                    "redis_unavailable",
+                raise Refusal(
+                    ErrorCode.REDIS_UNAVAILABLE,
                     "rate limits and idempotency cannot be checked (Redis is unreachable)",
-                    retry_after=2,
+                    retry_in=2,
                 ) from ex
             log.warning(
                 "Redis unreachable: serving without rate limits and idempotency",
@@ -92,8 +92,8 @@ class EventsResource:
         wait, timeout = self._wait_params(req)
         media = media_type(req.content_type)
         if req.content_length is not None and req.content_length > s.max_body_bytes:
-            raise too_large(
-                "body_too_large",
+            raise Refusal(
+                ErrorCode.BODY_TOO_LARGE,
                 f"the request body is larger than {s.max_body_bytes} bytes",
                 limit=s.max_body_bytes,
             )
@@ -131,7 +131,7 @@ class EventsResource:
             # of the decode budget.
             if batch_id is not None and wait:
                 status = await self._await_commit(batch_id, answer, timeout)
-        except ApiError as ex:
+        except Refusal as ex:
             if claim is not None:
                 await self._runtime.idempotency.finish(
                     claim, ex.status, orjson.dumps(ex.body()), {}
@@ -188,7 +188,7 @@ class EventsResource:
         }
         if batch.payload is None:
             answer["error"] = {
-                "code": "no_valid_events",
+                "code": ErrorCode.NO_VALID_EVENTS.value,
                 "message": "none of the events is valid; see rejected",
             }
             return 400, answer, admitted.headers, None
@@ -219,19 +219,18 @@ class EventsResource:
         answer.update(committed=True, inserted=committed.inserted, duplicates=committed.duplicates)
         return 200
 
-    def _refusal(self, decision: Decision, events: int) -> ApiError:
+    def _refusal(self, decision: Decision, events: int) -> Refusal:
         if decision.too_large:
             metrics.RATE_LIMITED.labels(reason="too_large").inc()
-            return too_large(
-                "rate_limit_exceeds_burst",
+            return Refusal(
+                ErrorCode.RATE_LIMIT_EXCEEDS_BURST,
                 f"{events} events in one request; this key's rate limit "
                 f"allows at most {decision.limit} at once",
                 limit=decision.limit,
             )
         metrics.RATE_LIMITED.labels(reason="rate").inc()
-        return ApiError(
-            429,
-            "rate_limited",
+        return Refusal(
+            ErrorCode.RATE_LIMITED,
             f"rate limit reached; retry in {decision.retry_after} s",
             headers=decision.headers(),
             retry_after=decision.retry_after,
@@ -278,16 +277,18 @@ class EventsResource:
         except QueueFull as ex:
             self._runtime.commits.forget(meta.batch_id)
             metrics.PUBLISH_REFUSED.labels(reason="queue_full").inc()
-            raise unavailable(
-                "queue_full", "the queue is full; nothing was accepted, retry later", retry_after=5
+            raise Refusal(
+                ErrorCode.QUEUE_FULL,
+                "the queue is full; nothing was accepted, retry later",
+                retry_in=5,
             ) from ex
         except BrokerUnavailable as ex:
             self._runtime.commits.forget(meta.batch_id)
             metrics.PUBLISH_REFUSED.labels(reason="broker_unavailable").inc()
-            raise unavailable(
-                "broker_unavailable",
+            raise Refusal(
+                ErrorCode.BROKER_UNAVAILABLE,
                 f"the queue is unavailable, nothing was accepted; retry ({ex})",
-                retry_after=2,
+                retry_in=2,
             ) from ex
         finally:
             metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)

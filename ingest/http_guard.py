@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import asyncio
+import http
 from typing import Any
 
 import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core.codes import ErrorCode
 from core.config import Settings
 
 
@@ -28,12 +30,13 @@ class _HeadersTooLarge(Exception):
     pass
 
 
-def _error_response(status: bytes, code: str, message: str) -> bytes:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+def _error_response(code: ErrorCode, message: str) -> bytes:
+    body = orjson.dumps({"error": {"code": code.value, "message": message}})
+    reason = http.HTTPStatus(code.status).phrase
     return b"".join(
         [
             b"HTTP/1.1 ",
-            status,
+            f"{code.status} {reason}".encode(),
             b"\r\ncontent-type: application/json\r\ncontent-length: ",
             str(len(body)).encode(),
             b"\r\nconnection: close\r\n\r\n",
@@ -77,8 +80,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
             self._refuse(
-                b"408 Request Timeout",
-                "request_timeout",
+                ErrorCode.REQUEST_TIMEOUT,
                 f"the request body was not received within {self.header_timeout:g} s",
             )
             return
@@ -91,14 +93,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _headers_timed_out(self) -> None:
         self._header_timer = None
         self._refuse(
-            b"408 Request Timeout",
-            "request_timeout",
+            ErrorCode.REQUEST_TIMEOUT,
             f"the request headers were not received within {self.header_timeout:g} s",
         )
 
-    def _refuse(self, status: bytes, code: str, message: str) -> None:
+    def _refuse(self, code: ErrorCode, message: str) -> None:
         if not self.transport.is_closing():
-            self.transport.write(_error_response(status, code, message))
+            self.transport.write(_error_response(code, message))
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -118,8 +119,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if isinstance(ex.__context__, _HeadersTooLarge):
                 self._cancel_header_timer()
                 self._refuse(
-                    b"431 Request Header Fields Too Large",
-                    "headers_too_large",
+                    ErrorCode.HEADERS_TOO_LARGE,
                     f"the request line and headers exceed {self.max_header_bytes} bytes",
                 )
                 return

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from ingest.errors import ApiError
+from core.codes import ErrorCode, Refusal
 from ingest.ratelimit import REDIS_ERRORS, RedisUnavailable
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -85,9 +85,8 @@ class IdempotencyStore:
     async def begin(self, key_id: str, key: str, request_fingerprint: str) -> Claim | Replay:
         """Claim ``key`` for this request, or the stored answer to replay; raises 409/422."""
         if not _KEY.match(key):
-            raise ApiError(
-                400,
-                "invalid_idempotency_key",
+            raise Refusal(
+                ErrorCode.INVALID_IDEMPOTENCY_KEY,
                 "Idempotency-Key must be 1-255 visible ASCII characters",
             )
         redis_key = self._redis_key(key_id, key)
@@ -105,15 +104,13 @@ class IdempotencyStore:
             return await self.begin(key_id, key, request_fingerprint)
         record: dict[str, Any] = orjson.loads(raw)
         if record["fingerprint"] != request_fingerprint:
-            raise ApiError(
-                422,
-                "idempotency_key_reused",
+            raise Refusal(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 "this Idempotency-Key was used with a different request",
             )
         if record["state"] == "in_flight":
-            raise ApiError(
-                409,
-                "idempotency_key_in_flight",
+            raise Refusal(
+                ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
                 "a request with this Idempotency-Key is still being processed",
                 headers={"Retry-After": "1"},
             )

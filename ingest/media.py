@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 import orjson
 import pyarrow as pa
 
+from core.codes import ErrorCode, Refusal
 from ingest.arrow_body import read_arrow
-from ingest.errors import bad_request, too_large, unsupported_media
 from ingest.json_shape import json_shape, ndjson_lines, ndjson_values
 from ingest.validate import Limits, SchemaError, TooLarge, ValidatedBatch, validate_records
 from ingest.validate_arrow import validate_arrow
@@ -51,8 +51,8 @@ def media_type(content_type: str | None) -> str:
     try:
         media = _MEDIA_TYPES[base]
     except KeyError:
-        raise unsupported_media(
-            "unsupported_media_type",
+        raise Refusal(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"Content-Type {base!r} is not supported",
             supported=sorted(_MEDIA_TYPES),
         ) from None
@@ -62,8 +62,8 @@ def media_type(content_type: str | None) -> str:
         if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
             # JSON and NDJSON are UTF-8 (RFC 8259); decoding as anything else would
             # silently change the text.
-            raise unsupported_media(
-                "unsupported_charset", f"charset {charset!r} is not supported; send UTF-8"
+            raise Refusal(
+                ErrorCode.UNSUPPORTED_CHARSET, f"charset {charset!r} is not supported; send UTF-8"
             )
     return media
 
@@ -88,18 +88,18 @@ def gc_paused() -> Iterator[None]:
 
 def _check_count(n: int, max_events: int) -> None:
     if n > max_events:
-        raise too_large(
-            "too_many_events",
+        raise Refusal(
+            ErrorCode.TOO_MANY_EVENTS,
             f"{n} events in one request; the limit is {max_events}",
             limit=max_events,
         )
     if n == 0:
-        raise bad_request("empty_batch", "the request contains no events")
+        raise Refusal(ErrorCode.EMPTY_BATCH, "the request contains no events")
 
 
 def _too_many_events(max_events: int) -> NoReturn:
-    raise too_large(
-        "too_many_events",
+    raise Refusal(
+        ErrorCode.TOO_MANY_EVENTS,
         f"more than {max_events} events in one request; the limit is {max_events}",
         limit=max_events,
     )
@@ -107,8 +107,8 @@ def _too_many_events(max_events: int) -> NoReturn:
 
 def _check_values(n: int, max_values: int) -> None:
     if n > max_values:
-        raise too_large(
-            "too_many_values",
+        raise Refusal(
+            ErrorCode.TOO_MANY_VALUES,
             f"the body holds more than {max_values} JSON values (objects, arrays and "
             "separated values); send fewer or smaller events per request",
             limit=max_values,
@@ -130,11 +130,11 @@ def decode_json(
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as ex:
-        raise bad_request("invalid_json", f"the body is not valid JSON: {ex}") from ex
+        raise Refusal(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {ex}") from ex
     events: Any = doc.get("events") if isinstance(doc, dict) else doc
     if not isinstance(events, list):
-        raise bad_request(
-            "invalid_body", 'the body must be a JSON array of events or {"events": [...]}'
+        raise Refusal(
+            ErrorCode.INVALID_BODY, 'the body must be a JSON array of events or {"events": [...]}'
         )
     _check_count(len(events), max_events)
     return validate_records(events, limits, now)
@@ -178,12 +178,12 @@ def decode_arrow(
     try:
         return validate_arrow(table, limits, now, max_bytes=max_bytes)
     except SchemaError as ex:
-        raise bad_request("invalid_arrow_schema", str(ex)) from ex
+        raise Refusal(ErrorCode.INVALID_ARROW_SCHEMA, str(ex)) from ex
     except TooLarge as ex:
-        raise too_large("body_too_large", str(ex), limit=max_bytes) from ex
+        raise Refusal(ErrorCode.BODY_TOO_LARGE, str(ex), limit=max_bytes) from ex
     except pa.ArrowException as ex:
         # Data Arrow itself cannot process (offsets overflowing, inconsistent buffers...).
-        raise bad_request("invalid_arrow", f"the Arrow data cannot be processed: {ex}") from ex
+        raise Refusal(ErrorCode.INVALID_ARROW, f"the Arrow data cannot be processed: {ex}") from ex
 
 
 def decode_batch(

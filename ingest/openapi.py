@@ -12,53 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from analytics.params import MAX_DEPTH, MAX_SEGMENTS, MAX_VALUE_LENGTH
+from core.codes import ErrorCode
 from core.config import Settings
 
-_ERROR_CODES = [
-    "invalid_json",
-    "invalid_body",
-    "invalid_arrow",
-    "invalid_arrow_schema",
-    "invalid_encoding",
-    "empty_batch",
-    "no_valid_events",
-    "invalid_parameter",
-    "invalid_idempotency_key",
-    "unauthorized",
-    "insufficient_scope",
-    "not_found",
-    "method_not_allowed",
-    "request_timeout",
-    "idempotency_key_in_flight",
-    "idempotency_key_reused",
-    "rate_limited",
-    "headers_too_large",
-    "body_too_large",
-    "too_many_events",
-    "too_many_values",
-    "too_many_batches",
-    "rate_limit_exceeds_burst",
-    "unsupported_media_type",
-    "unsupported_encoding",
-    "unsupported_charset",
-    "overloaded",
-    "decoder_unavailable",
-    "broker_unavailable",
-    "queue_full",
-    "redis_unavailable",
-    "database_unavailable",
-    "lake_unreadable",
-    "too_many_queries",
-    "query_timeout",
-    "query_too_large",
-    "internal_error",
-    # Falcon's own errors, in the same shape
-    "bad_request",
-    "length_required",
-    "payload_too_large",
-    "too_many_requests",
-    "error",
-]
+# The one list of error codes (core/codes.py).
+_ERROR_CODES = [code.value for code in ErrorCode]
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -24,9 +24,9 @@ from analytics.http import _store_errors
 from analytics.limits import Deadline, QueryTimeout, QueryTooLarge
 from analytics.queries import Statement
 from core import metrics
+from core.codes import Refusal
 from core.config import Settings
 from ingest.app import create_app
-from ingest.errors import ApiError
 from storage.compactor import Compactor
 from storage.lake import Lake
 from tests.analytics.conftest import SAMPLE_TODAY
@@ -148,11 +148,11 @@ async def test_duckdb_reaches_no_file_outside_the_lake(tmp_path: Path) -> None:
 
 
 async def test_errors_the_request_causes_in_postgresql_are_400(db: asyncpg.Connection) -> None:
-    with pytest.raises(ApiError) as caught, _store_errors():
+    with pytest.raises(Refusal) as caught, _store_errors():
         await db.fetchval("SELECT '1e400'::float4")  # 22003 numeric_value_out_of_range
     assert caught.value.status == 400
     assert caught.value.code == "invalid_parameter"
-    with pytest.raises(ApiError) as outage, _store_errors():
+    with pytest.raises(Refusal) as outage, _store_errors():
         await db.fetchval("SELECT pg_terminate_backend(pg_backend_pid())")
     assert outage.value.status == 503
     assert outage.value.code == "database_unavailable"

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 import zstandard
 
+from core.codes import Refusal
 from ingest.arrow_body import read_arrow
 from ingest.body import decode_content, read_body
-from ingest.errors import ApiError
 
 
 async def _stream(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -27,14 +27,14 @@ async def test_content_length_over_the_limit_is_refused_before_reading() -> None
         read.append(True)
         yield b"x"
 
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         await read_body(stream(), 101, 100)
     assert info.value.status == 413
     assert read == []
 
 
 async def test_body_over_the_limit_without_length_is_refused_while_reading() -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         await read_body(_stream(b"a" * 60, b"b" * 60), None, 100)
     assert info.value.status == 413
     assert await read_body(_stream(b"a" * 60, b"b" * 40), None, 100) == b"a" * 60 + b"b" * 40
@@ -62,7 +62,7 @@ def test_compression_bombs_stop_at_the_limit(coding: str) -> None:
     else:
         packed = zstandard.ZstdCompressor(level=3).compress(b"\0" * bomb_size)
     assert len(packed) < 1024 * 1024
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode_content(packed, coding, 1024 * 1024)
     assert (info.value.status, info.value.code) == (413, "body_too_large")
 
@@ -82,13 +82,13 @@ def test_concatenated_gzip_members_are_all_read() -> None:
     ids=["gzip-garbage", "gzip-truncated", "zstd-garbage"],
 )
 def test_invalid_compressed_bodies_are_400(coding: str, body: bytes) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode_content(body, coding, 1 << 20)
     assert (info.value.status, info.value.code) == (400, "invalid_encoding")
 
 
 def test_unknown_encoding_is_415() -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode_content(b"x", "br", 100)
     assert (info.value.status, info.value.code) == (415, "unsupported_encoding")
 
@@ -112,7 +112,7 @@ def test_arrow_ipc_compression_bomb_is_refused_before_decompressing(compression:
     table = pa.table({"a": pa.array([b"\0" * 1_000_000] * 64, pa.binary())})  # 64 MB
     body = _ipc(table, compression)
     assert len(body) < 2 * 1024 * 1024
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         read_arrow(body, 8 * 1024 * 1024)
     assert (info.value.status, info.value.code) == (413, "body_too_large")
 
@@ -122,7 +122,7 @@ def test_arrow_file_format_is_refused_with_a_hint() -> None:
     table = pa.table({"a": [1]})
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         read_arrow(bytes(sink.getvalue()), 1 << 20)
     assert info.value.code == "invalid_arrow"
     assert "stream format" in info.value.message

@@ -51,8 +51,8 @@ def _reset_peak() -> None:
 
 def _decode_each(names: list[str]) -> list[dict[str, Any]]:
     """Runs in a fresh process: every attack decoded as the API does, with its cost."""
+    from core.codes import Refusal
     from ingest.body import decode_content
-    from ingest.errors import ApiError
     from ingest.media import decode_batch
     from ingest.validate import Limits
 
@@ -81,7 +81,7 @@ def _decode_each(names: list[str]) -> list[dict[str, Any]]:
                 received=batch.received,
             )
             del batch
-        except ApiError as ex:
+        except Refusal as ex:
             outcome.update(status=ex.status, codes=[ex.code])
         outcome["growth_mb"] = _peak_rss_mb() - before
         del attack

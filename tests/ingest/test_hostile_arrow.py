@@ -13,9 +13,9 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from core.codes import Refusal
 from ingest import arrow_body
 from ingest.body import decode_content
-from ingest.errors import ApiError
 from ingest.media import ARROW, decode_batch
 from ingest.validate import Limits, validate_records
 from tests.conftest import new_event
@@ -73,7 +73,7 @@ def test_a_negative_declared_size_cannot_cancel_out_real_sizes() -> None:
     struct.pack_into("<qq", raw, meta_at + vector + 4, body_len, 8)
     body_at = meta_at + meta_len
     raw[body_at + body_len : body_at + body_len] = struct.pack("<q", -(1 << 60))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(bytes(raw), max_bytes=2 * MB)
     assert info.value.status == 400
     assert info.value.code == "invalid_arrow"
@@ -87,7 +87,7 @@ def test_a_dictionary_that_would_expand_past_the_limit_is_413() -> None:
     )
     body = ipc(pa.table(cols), "zstd")
     assert len(body) < 2 * MB
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(body)
     assert (info.value.status, info.value.code) == (413, "body_too_large")
 
@@ -101,7 +101,7 @@ def test_string_views_are_measured_before_they_are_copied() -> None:
     )
     cols = base(n)
     cols["event_type"] = event_type
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(ipc(pa.table(cols), "zstd"))
     assert (info.value.status, info.value.code) == (413, "body_too_large")
 
@@ -137,7 +137,7 @@ def test_small_string_views_and_uuid_extension_ids_are_accepted() -> None:
 def test_struct_properties_with_non_json_fields_are_400(properties: pa.Array) -> None:
     cols = base(1)
     cols["properties"] = properties
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(ipc(pa.table(cols)))
     assert (info.value.status, info.value.code) == (400, "invalid_arrow_schema")
 
@@ -147,7 +147,7 @@ def test_duplicate_column_names_are_400() -> None:
     table = pa.Table.from_arrays(
         [*cols.values(), pa.array(["again"])], names=[*cols.keys(), "user_id"]
     )
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(ipc(table))
     assert (info.value.status, info.value.code) == (400, "invalid_arrow_schema")
 
@@ -191,7 +191,7 @@ def test_properties_text_is_stored_as_orjson_reencodes_it() -> None:
 
 def test_thousands_of_gzip_members_are_refused_quickly() -> None:
     member = gzip.compress(b"")
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode_content(member * 50_000, "gzip", 32 * MB)
     assert (info.value.status, info.value.code) == (400, "invalid_encoding")
     assert decode_content(member * 10 + gzip.compress(b"[1]"), "gzip", 100) == b"[1]"

@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 from falcon import testing
 
+from core.codes import Refusal
 from core.config import Settings
 from ingest.app import create_app
 from ingest.body import read_body
-from ingest.errors import ApiError
 from tests.conftest import API_KEY, drain_queue, new_event
 
 JSON = {"Content-Type": "application/json"}
@@ -295,7 +295,7 @@ async def test_a_slow_body_is_408_not_a_held_worker() -> None:
         yield b"}]"
 
     started = asyncio.get_running_loop().time()
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         await read_body(trickle(), None, 1_000_000, timeout=0.2)
     assert info.value.status == 408
     assert info.value.code == "request_timeout"

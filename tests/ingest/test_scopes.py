@@ -78,8 +78,8 @@ async def test_each_route_needs_its_scope(settings: Settings) -> None:
 
 async def test_a_route_that_names_no_scope_needs_admin(settings: Settings) -> None:
     """Fail closed: an authenticated route added without a scope is an operator's."""
+    from core.codes import Refusal
     from ingest.auth import AuthMiddleware
-    from ingest.errors import ApiError
 
     class Unscoped:
         pass
@@ -96,7 +96,7 @@ async def test_a_route_that_names_no_scope_needs_admin(settings: Settings) -> No
         def get_header(self, name: str) -> str | None:
             return self.headers.get(name.upper())
 
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Refusal) as refused:
         await auth.process_resource(Req("a"), None, Unscoped(), {})  # type: ignore[arg-type]
     assert refused.value.status == 403
     await auth.process_resource(Req("b"), None, Unscoped(), {})  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from ingest.errors import ApiError
+from core.codes import Refusal
 from ingest.media import ARROW, JSON, NDJSON, decode_batch, media_type
 from ingest.validate import Limits, ValidatedBatch, validate_records
 from tests import sample
@@ -76,14 +76,14 @@ def test_json_body_may_wrap_events_in_an_object() -> None:
     ],
 )
 def test_json_body_errors(body: bytes, code: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(JSON, body)
     assert info.value.code == code
     assert info.value.status == 400
 
 
 def test_too_many_events_is_413() -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(JSON, orjson.dumps([new_event() for _ in range(3)]), max_events=2)
     assert (info.value.status, info.value.code) == (413, "too_many_events")
 
@@ -341,7 +341,7 @@ def test_arrow_json_text_properties_are_validated_per_row() -> None:
     ],
 )
 def test_arrow_schema_errors_refuse_the_request(columns: dict[str, pa.Array], message: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(ARROW, _arrow(pa.table(columns)))
     assert info.value.status == 400
     assert info.value.code == "invalid_arrow_schema"
@@ -349,7 +349,7 @@ def test_arrow_schema_errors_refuse_the_request(columns: dict[str, pa.Array], me
 
 
 def test_not_arrow_is_a_400() -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         decode(ARROW, gzip.compress(b"hello"))
     assert (info.value.status, info.value.code) == (400, "invalid_arrow")
 
@@ -369,6 +369,6 @@ def test_media_types(header: str | None, expected: str) -> None:
 
 
 def test_unknown_media_type_is_415() -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Refusal) as info:
         media_type("text/csv")
     assert (info.value.status, info.value.code) == (415, "unsupported_media_type")
