@@ -23,6 +23,7 @@ COPY pipeline pipeline
 COPY storage storage
 COPY analytics analytics
 COPY importer importer
+COPY service service
 COPY bench bench
 RUN pip install --no-deps .
 

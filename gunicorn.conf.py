@@ -5,4 +5,4 @@ settings themselves live in ``ingest/gunicorn_config.py`` so the installed packa
 ``events serve`` use the same ones.
 """
 
-from ingest.gunicorn_config import *  # noqa: F403
+from service.gunicorn_config import *  # noqa: F403

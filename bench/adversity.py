@@ -280,7 +280,7 @@ def started_api(service_root: Path, memory_mb: int) -> Iterator[dict[str, Any]]:
         "EVENTS_LAKE_DIR": lake,
         "PYTHONPATH": str(service_root),
     }
-    cli = [sys.executable, "-m", "core.cli"]
+    cli = [sys.executable, "-m", "service.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, cwd=service_root)
     log = open(os.path.join(lake, "api.log"), "w")  # noqa: SIM115
 

@@ -186,7 +186,7 @@ def started_service(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         "EVENTS_LOG_LEVEL": "WARNING",
         "EVENTS_LAKE_DIR": lake,
     }
-    cli = [sys.executable, "-m", "core.cli"]
+    cli = [sys.executable, "-m", "service.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
     api_cmd = [*cli, "serve", "--bind", f"127.0.0.1:{port}", "--no-migrate"]
     if args.api_workers:

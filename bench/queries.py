@@ -29,10 +29,10 @@ from falcon import testing
 from bench import data
 from core.config import load_settings
 from core.ids import uuid7
-from ingest.app import create_app
 from pipeline.message import BatchMeta, DecodedBatch
 from pipeline.steps.write import stage_messages as stage
 from pipeline.topology import Topology, delete_queues
+from service.app import create_app
 from storage.compactor import Compactor
 from storage.db import drop_database
 from storage.lake import Lake

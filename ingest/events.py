@@ -31,10 +31,10 @@ from ingest.decode_job import DecodeRequest
 from ingest.idempotency import Replay, fingerprint
 from ingest.media import SOURCES, media_type
 from ingest.ratelimit import Charge, Decision, RedisUnavailable
-from ingest.runtime import Runtime
 from ingest.validate import Limits
 from pipeline.message import BatchMeta, amqp_headers
 from pipeline.publisher import BrokerUnavailable, QueueFull
+from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import pytest
 from falcon import testing
 
 from core.config import Settings, load_settings
-from ingest.app import create_app
 from pipeline.topology import Topology, delete_queues
 from pipeline.worker import Worker
+from service.app import create_app
 from storage.db import drop_database
 from storage.migrate import migrate
 

@@ -25,7 +25,7 @@ import orjson
 from core.config import Settings
 from tests.conftest import API_KEY, new_event
 
-EVENTS = [sys.executable, "-m", "core.cli"]
+EVENTS = [sys.executable, "-m", "service.cli"]
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ def test_bench_start_reports_every_figure() -> None:
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "service.cli",
             "bench",
             "--start",
             "--events",

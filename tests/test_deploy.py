@@ -125,8 +125,8 @@ def test_gunicorn_conf_loads_with_the_service_settings(
     # The config exports a metrics directory; keep it out of this test process's env.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    assert conf["worker_class"] == "ingest.gunicorn_worker.EventsWorker"
-    assert conf["wsgi_app"] == "ingest.app:create_app_from_env()"
+    assert conf["worker_class"] == "service.gunicorn_worker.EventsWorker"
+    assert conf["wsgi_app"] == "service.app:create_app_from_env()"
     assert conf["workers"] >= 1
     assert conf["preload_app"] is True
     assert conf["graceful_timeout"] > 0 and conf["timeout"] > conf["graceful_timeout"]

@@ -78,7 +78,7 @@ async def test_real_processes_serve_and_worker(
     """`events serve` (gunicorn, 2 workers) and `events worker` as real processes."""
     port = free_port()
     env = service_env(settings)
-    events = [sys.executable, "-m", "core.cli"]
+    events = [sys.executable, "-m", "service.cli"]
     # The service runs as real child processes for the whole test: Popen is the point here.
     api = subprocess.Popen(  # noqa: ASYNC220
         [*events, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],

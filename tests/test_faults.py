@@ -330,7 +330,16 @@ async def test_metrics_are_summed_over_gunicorn_workers_and_the_worker(
 
     port = free_port()
     env = service_env(settings)
-    argv = [sys.executable, "-m", "core.cli", "up", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    argv = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "up",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+    ]
     with (tmp_path / "up.log").open("w") as out:
         up = subprocess.Popen(argv, env=env, stdout=out, stderr=out)  # noqa: ASYNC220
     base = f"http://127.0.0.1:{port}"

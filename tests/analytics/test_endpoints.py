@@ -17,8 +17,8 @@ import pytest
 from falcon import testing
 
 from core.config import Settings
-from ingest.app import create_app
 from pipeline.steps.write import stage_messages as stage
+from service.app import create_app
 from storage.compactor import Compactor
 from storage.lake import Lake
 from storage.writer import EventWriter, create_writer_pool

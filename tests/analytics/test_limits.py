@@ -26,7 +26,7 @@ from analytics.queries import Statement
 from core import metrics
 from core.codes import Refusal
 from core.config import Settings
-from ingest.app import create_app
+from service.app import create_app
 from storage.compactor import Compactor
 from storage.lake import Lake
 from tests.analytics.conftest import SAMPLE_TODAY

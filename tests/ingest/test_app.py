@@ -15,8 +15,8 @@ from falcon import testing
 
 from core.config import Settings
 from core.errors import ConfigError
-from ingest.app import create_app
 from pipeline.message import CONTENT_TYPE, MESSAGE_TYPE, decode_message
+from service.app import create_app
 from tests.conftest import API_KEY, drain_queue, new_event, running_worker
 
 JSON_HEADERS = {"Content-Type": "application/json"}

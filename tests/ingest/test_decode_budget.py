@@ -19,8 +19,8 @@ from falcon import testing
 
 from core import metrics
 from core.config import Settings
-from ingest.app import create_app
 from ingest.decoder import ByteBudget
+from service.app import create_app
 from tests.conftest import API_KEY, new_event, running_worker, wait_for_rows
 
 JSON = {"Content-Type": "application/json"}

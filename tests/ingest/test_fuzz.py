@@ -20,7 +20,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from core.config import Settings
-from ingest.app import create_app
+from service.app import create_app
 from tests.conftest import API_KEY, new_event
 
 CONTENT_TYPES = [

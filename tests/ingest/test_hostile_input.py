@@ -17,7 +17,7 @@ import pytest
 from falcon import testing
 
 from core.config import Settings
-from ingest.app import create_app
+from service.app import create_app
 from tests.conftest import API_KEY, new_event, queue_depth, running_worker, wait_for_rows
 
 JSON = {"Content-Type": "application/json"}

@@ -20,9 +20,9 @@ from openapi_spec_validator import validate
 from analytics.params import parse_date, parse_segments
 from core.codes import ErrorCode, Refusal
 from core.config import Settings
-from ingest.app import _CONTROL, create_app
-from ingest.openapi import openapi_document
 from ingest.validate import Limits, validate_records
+from service.app import _CONTROL, create_app
+from service.openapi import openapi_document
 from tests.conftest import API_KEY, make_settings, new_event, running_worker
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

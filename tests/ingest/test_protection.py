@@ -19,8 +19,8 @@ from falcon import testing
 
 from core.codes import Refusal
 from core.config import Settings
-from ingest.app import create_app
 from ingest.body import read_body
+from service.app import create_app
 from tests.conftest import API_KEY, drain_queue, new_event
 
 JSON = {"Content-Type": "application/json"}
@@ -98,7 +98,7 @@ async def test_two_api_instances_share_one_bucket(
 async def test_per_key_overrides_and_requests_per_minute(
     settings: Settings, redis_keys: aioredis.Redis
 ) -> None:
-    from ingest.auth import key_id
+    from service.auth import key_id
 
     both = settings.with_overrides(
         api_keys_list=(OTHER_KEY,),
@@ -418,7 +418,7 @@ class SilentBroker:
 async def test_a_broker_that_hangs_does_not_hold_the_scrapes(settings: Settings) -> None:
     """While the broker does not answer, scrapes still answer (without queue depths), and
     all of them together wait on one attempt to reach it."""
-    from ingest.runtime import Runtime
+    from service.runtime import Runtime
 
     broker = SilentBroker()
     async with broker as port:
@@ -437,7 +437,7 @@ async def test_a_broker_that_hangs_does_not_hold_the_scrapes(settings: Settings)
 
 
 async def bucket_tokens(client: aioredis.Redis, settings: Settings, kind: str) -> float:
-    from ingest.auth import key_id
+    from service.auth import key_id
 
     raw = await client.hget(f"{settings.queue_prefix}:rl:{kind}:{key_id(API_KEY)}", "tokens")
     return float(raw)
@@ -474,7 +474,7 @@ async def test_a_batch_the_broker_refuses_is_not_charged(
 async def test_the_in_flight_mark_outlasts_the_slowest_request(
     settings: Settings, redis_keys: aioredis.Redis
 ) -> None:
-    from ingest.runtime import Runtime
+    from service.runtime import Runtime
 
     patient = settings.with_overrides(wait_timeout_max=600.0)
     runtime = Runtime(patient)

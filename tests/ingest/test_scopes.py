@@ -8,8 +8,8 @@ from falcon import testing
 
 from core.config import ApiKey, Settings, load_settings
 from core.errors import ConfigError
-from ingest.app import create_app
-from ingest.auth import key_id
+from service.app import create_app
+from service.auth import key_id
 from tests.conftest import new_event
 
 JSON = {"Content-Type": "application/json"}
@@ -79,7 +79,7 @@ async def test_each_route_needs_its_scope(settings: Settings) -> None:
 async def test_a_route_that_names_no_scope_needs_admin(settings: Settings) -> None:
     """Fail closed: an authenticated route added without a scope is an operator's."""
     from core.codes import Refusal
-    from ingest.auth import AuthMiddleware
+    from service.auth import AuthMiddleware
 
     class Unscoped:
         pass

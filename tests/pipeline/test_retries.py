@@ -101,7 +101,7 @@ CREATE TRIGGER refuse_poison BEFORE INSERT ON events
 
 def events_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", "dlq", *args],
+        [sys.executable, "-m", "service.cli", "dlq", *args],
         env=service_env(settings),
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """The Falcon ASGI application: ``create_app(settings)``.
 
-gunicorn runs ``ingest.app:create_app_from_env()`` (see ``gunicorn.conf.py``).
+gunicorn runs ``service.app:create_app_from_env()`` (see ``gunicorn.conf.py``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from core import metrics
 from core.codes import ErrorCode, Refusal
 from core.config import Settings, load_settings
 from core.logs import configure_logging
-from ingest.api_docs import add_doc_routes
-from ingest.auth import AuthMiddleware
-from ingest.errors import falcon_error_body
 from ingest.events import EventsResource
-from ingest.resources import HealthResource, MetricsResource, ReadyResource
-from ingest.runtime import Runtime
+from service.api_docs import add_doc_routes
+from service.auth import AuthMiddleware
+from service.errors import falcon_error_body
+from service.operations import HealthResource, MetricsResource, ReadyResource
+from service.runtime import Runtime
 
 log = logging.getLogger("ingest.access")
 

@@ -9,7 +9,7 @@ import falcon
 import falcon.asgi
 
 from core import metrics
-from ingest.runtime import Runtime
+from service.runtime import Runtime
 
 
 class HealthResource:

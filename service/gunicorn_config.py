@@ -15,10 +15,10 @@ _settings = load_settings()
 # metric values under this directory and GET /metrics on any of them sums them all.
 _metrics_dir, _created_metrics_dir = ensure_metrics_dir()
 
-wsgi_app = "ingest.app:create_app_from_env()"
+wsgi_app = "service.app:create_app_from_env()"
 bind = [_settings.bind]
 workers = _settings.api_workers
-worker_class = "ingest.gunicorn_worker.EventsWorker"
+worker_class = "service.gunicorn_worker.EventsWorker"
 # Build the app once in the master and fork it: workers share its memory pages. The app
 # opens no connection before the ASGI start-up event, which runs in each worker.
 preload_app = True

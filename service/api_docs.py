@@ -9,7 +9,7 @@ import falcon.asgi
 import orjson
 
 from core.config import Settings
-from ingest.openapi import openapi_document
+from service.openapi import openapi_document
 
 ASSETS = Path(__file__).parent / "static" / "swagger-ui"
 

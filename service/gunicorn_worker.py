@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from uvicorn_worker import UvicornWorker
 
 from core.config import load_settings
-from ingest.http_guard import guarded_protocol
+from service.http_guard import guarded_protocol
 
 
 class EventsWorker(UvicornWorker):  # type: ignore[misc]
