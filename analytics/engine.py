@@ -16,10 +16,18 @@ import duckdb
 import pyarrow as pa
 
 from analytics import queries
-from analytics.limits import Deadline, Gate, QueryTimeout, QueryTooLarge
+from analytics.limits import (
+    Deadline,
+    Gate,
+    InvalidQueryValue,
+    QueryTimeout,
+    QueryTooLarge,
+    StoreUnavailable,
+)
 from analytics.params import DateRange, RetentionParams, Segment, segments_of
 from analytics.sources import Sources, load_day_summaries, load_sources
 from storage.days import days_between
+from storage.errors import DB_ERRORS
 from storage.lake import Lake, LakeUnreadable, check_footer
 
 
@@ -87,8 +95,9 @@ class Analytics:
 
     @contextlib.contextmanager
     def _admitted(self) -> Iterator[Deadline]:
-        """A place among the running queries, and this query's deadline."""
-        with self._gate.enter():
+        """A place among the running queries, and this query's deadline; the drivers'
+        errors come out as the domain's."""
+        with self._gate.enter(), driver_errors():
             yield Deadline.after(self._timeout)
 
     def _fetch(
@@ -260,6 +269,32 @@ class Analytics:
         if self._duck_db is not None and self._owner == os.getpid():
             self._duck_db.close()
         self._duck_db = None
+
+
+# SQLSTATE classes of errors the request's own values cause (a segment value jsonb cannot
+# hold, a number out of range): the client's to fix, not an outage.
+_INPUT_CLASSES = ("22", "54")
+
+
+@contextlib.contextmanager
+def driver_errors() -> Iterator[None]:
+    """PostgreSQL's and DuckDB's errors as the domain's, by SQLSTATE and class, never by
+    message: the request's values at fault, the deadline passed, the store unavailable, a
+    lake file unreadable. Anything else (a bug) goes on as it is."""
+    try:
+        yield
+    except asyncpg.QueryCanceledError as ex:  # statement_timeout: the deadline passed
+        raise QueryTimeout("PostgreSQL stopped the query at its deadline") from ex
+    except asyncpg.PostgresError as ex:
+        if str(ex.sqlstate or "")[:2] in _INPUT_CLASSES:
+            raise InvalidQueryValue(f"a parameter cannot be used: {ex}"[:300]) from ex
+        raise StoreUnavailable(f"PostgreSQL cannot answer right now ({type(ex).__name__})") from ex
+    except DB_ERRORS as ex:
+        raise StoreUnavailable(f"PostgreSQL cannot answer right now ({type(ex).__name__})") from ex
+    except (duckdb.ConversionException, duckdb.OutOfRangeException) as ex:
+        raise InvalidQueryValue("a parameter cannot be used") from ex
+    except duckdb.IOException as ex:  # an I/O error that no lake file explains
+        raise LakeUnreadable("(not known)", str(ex).split("\n", 1)[0][:300]) from ex
 
 
 def unreadable_file(error: duckdb.Error, files: Sequence[str]) -> LakeUnreadable | None:

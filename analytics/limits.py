@@ -3,8 +3,9 @@
 Analytics shares the API processes with ingest, so a query must never take more than its
 share: at most ``EVENTS_QUERY_CONCURRENCY`` run at once per process (more are refused, not
 queued), each within ``EVENTS_QUERY_TIMEOUT`` seconds for its PostgreSQL and DuckDB parts
-together, DuckDB within ``EVENTS_QUERY_MEMORY_BYTES``. The errors below are the domain's;
-``analytics/http.py`` turns them into answers.
+together, DuckDB within ``EVENTS_QUERY_MEMORY_BYTES``. The errors below are the domain's
+(``analytics/engine.py`` turns the drivers' errors into them at its boundary);
+``service/errors.py`` answers them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ class TooManyQueries(AnalyticsError):
 
 class QueryTooLarge(AnalyticsError):
     """The query needs more memory than DuckDB may use."""
+
+
+class StoreUnavailable(AnalyticsError):
+    """PostgreSQL cannot answer (down, refusing, lost the connection)."""
+
+
+class InvalidQueryValue(AnalyticsError):
+    """A value of the request that the database cannot use (a number out of range...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import falcon
 import falcon.asgi
@@ -27,14 +27,15 @@ from core.codes import ErrorCode, Refusal
 from core.config import Settings
 from core.ids import uuid7
 from ingest.body import read_body
+from ingest.commits import CommitWaiter
 from ingest.decode_job import DecodeRequest
-from ingest.idempotency import Replay, fingerprint
+from ingest.decoder import Decoder
+from ingest.idempotency import IdempotencyStore, Replay, fingerprint
 from ingest.media import SOURCES, media_type
-from ingest.ratelimit import Charge, Decision, RedisUnavailable
+from ingest.ratelimit import Charge, Decision, RateLimiter, RedisUnavailable
 from ingest.validate import Limits
 from pipeline.message import BatchMeta, amqp_headers
-from pipeline.publisher import BrokerUnavailable, QueueFull
-from service.runtime import Runtime
+from pipeline.publisher import BrokerUnavailable, Publisher, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,31 @@ _FALSE = {"0", "false", "no", "off", ""}
 T = TypeVar("T")
 
 
+class IngestRuntime(Protocol):
+    """What ``POST /events`` needs of its process (``service/runtime.py`` provides it)."""
+
+    @property
+    def publisher(self) -> Publisher: ...
+
+    @property
+    def limiter(self) -> RateLimiter: ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
+
+    @property
+    def decoder(self) -> Decoder: ...
+
+    @property
+    def commits(self) -> CommitWaiter: ...
+
+
 class EventsResource:
     required_scope = "ingest"
 
-    def __init__(self, settings: Settings, runtime: Runtime, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, settings: Settings, runtime: IngestRuntime, clock: Callable[[], datetime]
+    ) -> None:
         self._settings = settings
         self._runtime = runtime
         self._clock = clock
@@ -76,11 +98,7 @@ class EventsResource:
         except RedisUnavailable as ex:
             metrics.REDIS_ERRORS.inc()
             if self._settings.redis_failure == "closed":
-                raise Refusal(
-                    ErrorCode.REDIS_UNAVAILABLE,
-                    "rate limits and idempotency cannot be checked (Redis is unreachable)",
-                    retry_in=2,
-                ) from ex
+                raise  # answered 503 redis_unavailable (service/errors.py)
             log.warning(
                 "Redis unreachable: serving without rate limits and idempotency",
                 extra={"error": str(ex)},
@@ -274,22 +292,15 @@ class EventsResource:
                 timestamp=now,
                 headers=amqp_headers(meta, accepted),
             )
-        except QueueFull as ex:
+        except QueueFull:
+            # Answered 503 queue_full, and 503 broker_unavailable below (service/errors.py).
             self._runtime.commits.forget(meta.batch_id)
             metrics.PUBLISH_REFUSED.labels(reason="queue_full").inc()
-            raise Refusal(
-                ErrorCode.QUEUE_FULL,
-                "the queue is full; nothing was accepted, retry later",
-                retry_in=5,
-            ) from ex
-        except BrokerUnavailable as ex:
+            raise
+        except BrokerUnavailable:
             self._runtime.commits.forget(meta.batch_id)
             metrics.PUBLISH_REFUSED.labels(reason="broker_unavailable").inc()
-            raise Refusal(
-                ErrorCode.BROKER_UNAVAILABLE,
-                f"the queue is unavailable, nothing was accepted; retry ({ex})",
-                retry_in=2,
-            ) from ex
+            raise
         finally:
             metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
 

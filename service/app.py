@@ -25,9 +25,9 @@ from core.codes import ErrorCode, Refusal
 from core.config import Settings, load_settings
 from core.logs import configure_logging
 from ingest.events import EventsResource
+from service import errors
 from service.api_docs import add_doc_routes
 from service.auth import AuthMiddleware
-from service.errors import falcon_error_body
 from service.operations import HealthResource, MetricsResource, ReadyResource
 from service.runtime import Runtime
 
@@ -102,37 +102,6 @@ class RequestLogMiddleware:
         )
 
 
-async def _api_error(
-    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Refusal, params: dict[str, Any]
-) -> None:
-    resp.status = ex.status
-    resp.media = ex.body()
-    for name, value in ex.headers.items():
-        resp.set_header(name, value)
-
-
-def _serialize_falcon_error(
-    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError
-) -> None:
-    """Falcon's own errors (404, 405, malformed requests) in our error shape."""
-    resp.content_type = falcon.MEDIA_JSON
-    resp.data = orjson.dumps(falcon_error_body(ex))
-
-
-async def _unexpected(
-    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict[str, Any]
-) -> None:
-    log.exception("unhandled error", extra={"request_id": req.context.get("request_id")})
-    resp.status = falcon.HTTP_500
-    resp.media = {
-        "error": {
-            "code": ErrorCode.INTERNAL_ERROR.value,
-            "message": "an internal error occurred; it has been logged",
-            "request_id": req.context.get("request_id"),
-        }
-    }
-
-
 def _json_handler() -> falcon.media.JSONHandler:
     return falcon.media.JSONHandler(
         dumps=partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS),
@@ -163,9 +132,7 @@ def create_app(
     app.add_route("/metrics", MetricsResource(runtime))
     add_doc_routes(app, settings)
     add_routes(app, settings, runtime.analytics)
-    app.add_error_handler(Exception, _unexpected)
-    app.add_error_handler(Refusal, _api_error)
-    app.set_error_serializer(_serialize_falcon_error)
+    errors.register(app)  # the one table of errors and their answers
     return app
 
 

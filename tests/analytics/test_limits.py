@@ -19,14 +19,19 @@ import asyncpg
 import pytest
 from falcon import testing
 
-from analytics.engine import Analytics
-from analytics.http import _store_errors
-from analytics.limits import Deadline, QueryTimeout, QueryTooLarge
+from analytics.engine import Analytics, driver_errors
+from analytics.limits import (
+    Deadline,
+    InvalidQueryValue,
+    QueryTimeout,
+    QueryTooLarge,
+    StoreUnavailable,
+)
 from analytics.queries import Statement
 from core import metrics
-from core.codes import Refusal
 from core.config import Settings
 from service.app import create_app
+from service.errors import ANSWERS
 from storage.compactor import Compactor
 from storage.lake import Lake
 from tests.analytics.conftest import SAMPLE_TODAY
@@ -148,14 +153,15 @@ async def test_duckdb_reaches_no_file_outside_the_lake(tmp_path: Path) -> None:
 
 
 async def test_errors_the_request_causes_in_postgresql_are_400(db: asyncpg.Connection) -> None:
-    with pytest.raises(Refusal) as caught, _store_errors():
+    with pytest.raises(InvalidQueryValue) as caught, driver_errors():
         await db.fetchval("SELECT '1e400'::float4")  # 22003 numeric_value_out_of_range
-    assert caught.value.status == 400
-    assert caught.value.code == "invalid_parameter"
-    with pytest.raises(Refusal) as outage, _store_errors():
+    answer = ANSWERS[InvalidQueryValue](caught.value)
+    assert (answer.status, answer.code) == (400, "invalid_parameter")
+    with pytest.raises(StoreUnavailable) as outage, driver_errors():
         await db.fetchval("SELECT pg_terminate_backend(pg_backend_pid())")
-    assert outage.value.status == 503
-    assert outage.value.code == "database_unavailable"
+    answer = ANSWERS[StoreUnavailable](outage.value)
+    assert (answer.status, answer.code) == (503, "database_unavailable")
+    assert answer.headers["Retry-After"] == "1"
 
 
 async def test_the_compactor_does_not_queue_ingest_behind_a_long_snapshot(
