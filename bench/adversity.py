@@ -36,7 +36,7 @@ import orjson
 import psutil
 
 from bench.attacks import ATTACKS, MAX_BODY, NDJSON, Attack, ndjson_empty_objects
-from bench.harness import _delete_queues, _free_port, machine, percentile
+from bench.harness import delete_queues_of, free_port, machine, percentile
 from storage.db import drop_database
 
 
@@ -268,7 +268,7 @@ def started_api(service_root: Path, memory_mb: int) -> Iterator[dict[str, Any]]:
     tag = secrets.token_hex(4)
     base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/events")
     database_url = base.rsplit("/", 1)[0] + f"/events_adversity_{tag}"
-    port = _free_port()
+    port = free_port()
     key = secrets.token_urlsafe(16)
     lake = tempfile.mkdtemp(prefix="events-adversity-")
     env = {
@@ -306,7 +306,7 @@ def started_api(service_root: Path, memory_mb: int) -> Iterator[dict[str, Any]]:
             api.kill()
         log.close()
         asyncio.run(drop_database(database_url))
-        _delete_queues(env)
+        delete_queues_of(env)
         shutil.rmtree(lake, ignore_errors=True)
 
 

@@ -163,7 +163,7 @@ def _cpu(process: psutil.Process) -> float:
         return 0.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -175,7 +175,7 @@ def started_service(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     tag = secrets.token_hex(4)
     base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/events")
     database_url = base.rsplit("/", 1)[0] + f"/events_bench_{tag}"
-    port = _free_port()
+    port = free_port()
     key = secrets.token_urlsafe(16)
     lake = tempfile.mkdtemp(prefix="events-bench-lake-")
     env = {
@@ -222,11 +222,11 @@ def started_service(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                 proc.kill()
         logs.close()
         asyncio.run(drop_database(database_url))
-        _delete_queues(env)
+        delete_queues_of(env)
         shutil.rmtree(lake, ignore_errors=True)
 
 
-def _delete_queues(env: dict[str, str]) -> None:
+def delete_queues_of(env: dict[str, str]) -> None:
     import aio_pika  # noqa: PLC0415
 
     from core.config import load_settings  # noqa: PLC0415
