@@ -9,7 +9,9 @@ what went wrong and the composition root says how that is answered.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from core.errors import ServiceError
 
@@ -119,8 +121,12 @@ class Refusal(ServiceError):
     def status(self) -> int:
         return self.code.status
 
+    def answer(self) -> Error:
+        """The answer as its typed model (a detail it does not declare is a bug: TypeError)."""
+        return Error(ErrorDetail(self.code, self.message, **self.details))
+
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code.value, "message": self.message, **self.details}}
+        return msgspec.to_builtins(self.answer())  # type: ignore[no-any-return]
 
     def __reduce__(self) -> Any:
         # Decoding runs in other processes too: the refusal must survive pickling whole.
@@ -134,3 +140,38 @@ def _rebuild(
     refusal = Refusal.__new__(cls)
     Refusal.__init__(refusal, code, message, headers=headers, **details)
     return refusal
+
+
+class ErrorDetail(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What went wrong: the code, a message for people, and the details a program needs."""
+
+    code: ErrorCode
+    message: str
+    parameter: Annotated[
+        str | msgspec.UnsetType, msgspec.Meta(description="`invalid_parameter`: which one.")
+    ] = msgspec.UNSET
+    limit: Annotated[
+        int | msgspec.UnsetType, msgspec.Meta(description="A 413: the limit that was passed.")
+    ] = msgspec.UNSET
+    supported: Annotated[
+        list[str] | msgspec.UnsetType,
+        msgspec.Meta(description="A 415: what would have been understood."),
+    ] = msgspec.UNSET
+    required_scope: Annotated[
+        str | msgspec.UnsetType,
+        msgspec.Meta(description="`insufficient_scope`: the scope the route needs."),
+    ] = msgspec.UNSET
+    retry_after: Annotated[
+        int | msgspec.UnsetType,
+        msgspec.Meta(description="`rate_limited`: seconds until the request would pass."),
+    ] = msgspec.UNSET
+    request_id: Annotated[
+        str | msgspec.UnsetType | None,
+        msgspec.Meta(description="`internal_error`: the request id the log line carries."),
+    ] = msgspec.UNSET
+
+
+class Error(msgspec.Struct, forbid_unknown_fields=True):
+    """Every error answer: ``{"error": {"code", "message", ...}}``."""
+
+    error: ErrorDetail

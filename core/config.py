@@ -2,8 +2,9 @@
 
 Names users already know keep their usual spelling (``DATABASE_URL``, ``RABBITMQ_URL``,
 ``REDIS_URL``, ``API_KEY``, ``API_KEYS``); everything else is ``EVENTS_*``. Each setting
-is declared once in ``SETTINGS`` with its default and a one-line description; the README's
-configuration table is checked against this list by the test suite.
+is declared once, as a field of ``Settings`` (variable, default, one-line doc, parser with
+its bounds); ``SETTINGS``, ``events config --markdown``, ``.env.example`` and the README's
+table (which a test keeps equal) all come from those fields.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,11 @@ class Setting:
     default: str
     doc: str
     parse: Callable[[str], Any] = str
+
+
+def setting(env: str, default: str, doc: str, parse: Callable[[str], Any] = str) -> Any:
+    """Declare a field of ``Settings`` as the setting ``env`` (its attribute is the field)."""
+    return field(metadata={"setting": Setting(env, "", default, doc, parse)})
 
 
 def _bool(raw: str) -> bool:
@@ -156,551 +162,434 @@ def _default_api_workers() -> str:
     return str(max(1, min(4, os.cpu_count() or 1)))
 
 
-SETTINGS: tuple[Setting, ...] = (
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The parsed configuration, passed explicitly to whatever needs it.
+
+    Each field is a setting, declared once: its environment variable, default (as the
+    environment would write it), one-line doc and parser (which holds its bounds). Field
+    order is the README table's order.
+    """
+
     # Connections
-    Setting(
+    database_url: str = setting(
         "DATABASE_URL",
-        "database_url",
         "postgresql://postgres@127.0.0.1:5432/events",
         "PostgreSQL connection URL (the database is created by `events migrate` if missing).",
-    ),
-    Setting(
+    )
+    rabbitmq_url: str = setting(
         "RABBITMQ_URL",
-        "rabbitmq_url",
         "amqp://guest:guest@127.0.0.1:5672/%2F",
         "RabbitMQ (AMQP 0-9-1) connection URL.",
-    ),
-    Setting(
+    )
+    redis_url: str = setting(
         "REDIS_URL",
-        "redis_url",
         "redis://127.0.0.1:6379/0",
         "Redis connection URL (rate limits and Idempotency-Key, shared by every API process).",
-    ),
+    )
     # Authentication
-    Setting(
+    api_key: str = setting(
         "API_KEY",
-        "api_key",
         "",
         "One API key, with every scope unless it is written `KEY:scope+scope`.",
         _key,
-    ),
-    Setting(
+    )
+    api_keys_list: tuple[str, ...] = setting(
         "API_KEYS",
-        "api_keys_list",
         "",
         "Comma-separated API keys, added to `API_KEY`: each `KEY` (every scope) or "
         "`KEY:scope+scope`, scopes `ingest` (send events), `read` (analytics), `admin`.",
         _keys,
-    ),
-    Setting(
+    )
+    allow_no_auth: bool = setting(
         "EVENTS_ALLOW_NO_AUTH",
-        "allow_no_auth",
         "false",
         "Set to `true` to run without any API key (local experiments only; every request "
         "is then accepted as key id `anonymous`).",
         _bool,
-    ),
+    )
     # Queue
-    Setting(
+    queue_prefix: str = setting(
         "EVENTS_QUEUE_PREFIX",
-        "queue_prefix",
         "events",
         "Prefix of the RabbitMQ queue names: `<prefix>_queue` and `<prefix>_queue_dlq`.",
         _identifier,
-    ),
-    Setting(
+    )
+    queue_type: str = setting(
         "EVENTS_QUEUE_TYPE",
-        "queue_type",
         "quorum",
         "`quorum` (replicated, fsynced, poison-message limit) or `classic` durable queue. "
         "Only applies when the queue is first declared.",
         _queue_type,
-    ),
-    Setting(
+    )
+    delivery_limit: int = setting(
         "EVENTS_DELIVERY_LIMIT",
-        "delivery_limit",
         "100",
         "Quorum queues: a message returned to the queue this many times (its consumer died or "
         "stopped before storing it; every worker restart counts for the messages it held) "
         "is moved to the dead-letter queue.",
         _positive_int,
-    ),
-    Setting(
+    )
+    publish_timeout: float = setting(
         "EVENTS_PUBLISH_TIMEOUT",
-        "publish_timeout",
         "10",
         "Seconds the API waits for the broker's publisher confirm before answering 503.",
         _positive_float,
-    ),
-    Setting(
+    )
+    queue_max_messages: int = setting(
         "EVENTS_QUEUE_MAX_MESSAGES",
-        "queue_max_messages",
         "100000",
         "Backpressure: once this many messages (accepted requests) wait in the queue, the "
         "broker refuses new ones and the API answers 503 with Retry-After (0: no limit). "
         "Only applies when the queue is first declared.",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    queue_max_bytes: int = setting(
         "EVENTS_QUEUE_MAX_BYTES",
-        "queue_max_bytes",
         str(8 * 1024**3),
         "Backpressure: the same for the bytes waiting in the queue (0: no limit).",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    max_attempts: int = setting(
         "EVENTS_MAX_ATTEMPTS",
-        "max_attempts",
         "8",
         "A micro-batch that PostgreSQL keeps refusing for a reason other than being "
         "unreachable is split after this many attempts; a message failing alone this often "
         "goes to the dead-letter queue (an outage never counts).",
         _positive_int,
-    ),
+    )
     # Protection
-    Setting(
+    rate_limit: float = setting(
         "EVENTS_RATE_LIMIT",
-        "rate_limit",
         "0",
         "Events per second per API key, shared by every API process through Redis "
         "(token bucket; 0: no limit).",
         _non_negative_float,
-    ),
-    Setting(
+    )
+    rate_burst: int = setting(
         "EVENTS_RATE_BURST",
-        "rate_burst",
         "0",
         "Bucket size in events (0: ten seconds' worth of EVENTS_RATE_LIMIT). A request with "
         "more events than this is a 413.",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    rate_limit_overrides: Mapping[str, tuple[float, int]] = setting(
         "EVENTS_RATE_LIMIT_OVERRIDES",
-        "rate_limit_overrides",
         "",
         "Per-key limits, `key_id=rate[:burst],...` (key ids as logged, e.g. `key_1a2b3c4d5e6f`).",
         _overrides,
-    ),
-    Setting(
+    )
+    rate_limit_rpm: int = setting(
         "RATE_LIMIT",
-        "rate_limit_rpm",
         "0",
         "Requests per minute per API key (a second bucket, checked as well; 0: no limit).",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    redis_failure: str = setting(
         "EVENTS_REDIS_FAILURE",
-        "redis_failure",
         "open",
         "When Redis cannot be reached: `open` (serve without rate limits and idempotency, "
         "count it in `redis_errors_total`) or `closed` (answer 503).",
         _failure_mode,
-    ),
-    Setting(
+    )
+    idempotency_ttl: int = setting(
         "EVENTS_IDEMPOTENCY_TTL",
-        "idempotency_ttl",
         "86400",
         "Seconds an Idempotency-Key is remembered (its answer replayed).",
         _positive_int,
-    ),
+    )
     # Request limits
-    Setting(
+    max_body_bytes: int = setting(
         "EVENTS_MAX_BODY_BYTES",
-        "max_body_bytes",
         str(32 * 1024 * 1024),
         "Largest request body in bytes, checked on the wire and again after decompression "
         "(413 beyond it).",
         _positive_int,
-    ),
-    Setting(
+    )
+    max_compression_ratio: int = setting(
         "EVENTS_MAX_COMPRESSION_RATIO",
-        "max_compression_ratio",
         "200",
         "A compressed body may inflate at most this many times its size (plus 1 MiB); a "
         "bomb stops with 413 as soon as it goes past.",
         _positive_int,
-    ),
-    Setting(
+    )
+    max_header_bytes: int = setting(
         "EVENTS_MAX_HEADER_BYTES",
-        "max_header_bytes",
         "16384",
         "Largest request line plus headers; beyond it the connection gets 431 and is closed.",
         _positive_int,
-    ),
-    Setting(
+    )
+    client_timeout: float = setting(
         "EVENTS_CLIENT_TIMEOUT",
-        "client_timeout",
         "30",
         "Seconds a client may take to send its headers, and again its body (408 / closed).",
         _positive_float,
-    ),
-    Setting(
+    )
+    max_connections: int = setting(
         "EVENTS_MAX_CONNECTIONS",
-        "max_connections",
         "1000",
         "Connections one API process serves at once; more get 503.",
         _positive_int,
-    ),
-    Setting(
+    )
+    worker_metrics_port: int = setting(
         "EVENTS_WORKER_METRICS_PORT",
-        "worker_metrics_port",
         "0",
         "Port where `events worker` serves Prometheus metrics of its processes (0: off; "
         "with `events up` the API's /metrics already includes them).",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    worker_metrics_host: str = setting(
         "EVENTS_WORKER_METRICS_HOST",
-        "worker_metrics_host",
         "0.0.0.0",  # noqa: S104 - a metrics endpoint is scraped from other hosts
         "Address of the worker metrics endpoint.",
         str,
-    ),
-    Setting(
+    )
+    max_events_per_request: int = setting(
         "EVENTS_MAX_EVENTS_PER_REQUEST",
-        "max_events_per_request",
         "50000",
         "Most events accepted in one request (413 beyond it).",
         _positive_int,
-    ),
-    Setting(
+    )
+    max_event_bytes: int = setting(
         "EVENTS_MAX_EVENT_BYTES",
-        "max_event_bytes",
         str(64 * 1024),
         "Largest single event (ids, type and properties JSON) in bytes; a larger event is "
         "refused, the others are kept.",
         _positive_int,
-    ),
-    Setting(
+    )
+    max_user_id_length: int = setting(
         "EVENTS_MAX_USER_ID_LENGTH",
-        "max_user_id_length",
         "256",
         "Longest `user_id` in characters.",
         _positive_int,
-    ),
-    Setting(
+    )
+    max_event_type_length: int = setting(
         "EVENTS_MAX_EVENT_TYPE_LENGTH",
-        "max_event_type_length",
         "128",
         "Longest `event_type` in characters.",
         _positive_int,
-    ),
-    Setting(
+    )
+    max_future_seconds: int = setting(
         "EVENTS_MAX_FUTURE_SECONDS",
-        "max_future_seconds",
         "3600",
         "How far in the future `occurred_at` may be (clock skew allowance).",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    min_occurred_at: datetime = setting(
         "EVENTS_MIN_OCCURRED_AT",
-        "min_occurred_at",
         "1970-01-01T00:00:00+00:00",
         "Earliest accepted `occurred_at` (ISO-8601).",
         _utc_date,
-    ),
-    Setting(
+    )
+    max_json_values: int = setting(
         "EVENTS_MAX_JSON_VALUES",
-        "max_json_values",
         "1000000",
         "Most JSON values (objects, arrays and separated values, counted from the bytes "
         "before decoding) in one JSON or NDJSON body: bounds the memory decoding takes "
         "(413 `too_many_values` beyond it).",
         _positive_int,
-    ),
-    Setting(
+    )
+    decode_processes: int = setting(
         "EVENTS_DECODE_PROCESSES",
-        "decode_processes",
         "1",
         "Processes per API worker that decode large bodies, so the event loop keeps "
         "answering meanwhile (started on the first large body).",
         _positive_int,
-    ),
-    Setting(
+    )
+    decode_inline_bytes: int = setting(
         "EVENTS_DECODE_INLINE_BYTES",
-        "decode_inline_bytes",
         str(256 * 1024),
         "Bodies up to this size (after decompression) are decoded on the event loop; "
         "larger ones in a decoding process.",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    decode_budget_bytes: int = setting(
         "EVENTS_DECODE_BUDGET_BYTES",
-        "decode_budget_bytes",
         str(64 * 1024 * 1024),
         "Body bytes one API process reads and decodes at once (at least "
         "EVENTS_MAX_BODY_BYTES); a request that does not fit waits, then gets 503 "
         "`overloaded`.",
         _positive_int,
-    ),
-    Setting(
+    )
+    decode_wait_seconds: float = setting(
         "EVENTS_DECODE_WAIT_SECONDS",
-        "decode_wait_seconds",
         "2",
         "How long a request waits for room in the decode budget before the 503.",
         _non_negative_float,
-    ),
+    )
     # Waiting for commit
-    Setting(
+    wait_timeout: float = setting(
         "EVENTS_WAIT_TIMEOUT",
-        "wait_timeout",
         "10",
         "Seconds `?wait=true` waits for the commit by default before answering 202.",
         _positive_float,
-    ),
-    Setting(
+    )
+    wait_timeout_max: float = setting(
         "EVENTS_WAIT_TIMEOUT_MAX",
-        "wait_timeout_max",
         "60",
         "Largest `?timeout=` a request may ask for with `?wait=true`.",
         _positive_float,
-    ),
+    )
     # Worker
-    Setting(
+    batch_max_rows: int = setting(
         "EVENTS_BATCH_MAX_ROWS",
-        "batch_max_rows",
         "20000",
         "A worker commits its micro-batch once it holds this many events...",
         _positive_int,
-    ),
-    Setting(
+    )
+    batch_max_age_ms: int = setting(
         "EVENTS_BATCH_MAX_AGE_MS",
-        "batch_max_age_ms",
         "200",
         "...or once its oldest message waited this many milliseconds.",
         _positive_int,
-    ),
-    Setting(
+    )
+    prefetch: int = setting(
         "EVENTS_PREFETCH",
-        "prefetch",
         "256",
         "Unacknowledged messages a worker process may hold (RabbitMQ prefetch count).",
         _positive_int,
-    ),
-    Setting(
+    )
+    worker_max_inflight_bytes: int = setting(
         "EVENTS_WORKER_MAX_INFLIGHT_BYTES",
-        "worker_max_inflight_bytes",
         str(256 * 1024 * 1024),
         "Bytes of message bodies a worker process holds at most (received, not yet "
         "acknowledged): it sizes its prefetch window to the room left for bodies as large as "
         "the recent ones, so it stays within this unless bodies grow, when at most one window "
         "more arrives (docs/reliability.md). A single larger message is taken alone.",
         _positive_int,
-    ),
-    Setting(
+    )
+    worker_concurrency: int = setting(
         "EVENTS_WORKER_CONCURRENCY",
-        "worker_concurrency",
         "2",
         "Micro-batches one worker process writes at once, each on its own PostgreSQL connection.",
         _positive_int,
-    ),
-    Setting(
+    )
+    worker_processes: int = setting(
         "EVENTS_WORKER_PROCESSES",
-        "worker_processes",
         "1",
         "Worker processes started by `events up` / `events worker`.",
         _positive_int,
-    ),
-    Setting(
+    )
+    retry_base_ms: int = setting(
         "EVENTS_RETRY_BASE_MS",
-        "retry_base_ms",
         "200",
         "First back-off after a transient database error (doubles, with jitter).",
         _positive_int,
-    ),
-    Setting(
+    )
+    retry_max_ms: int = setting(
         "EVENTS_RETRY_MAX_MS",
-        "retry_max_ms",
         "30000",
         "Longest back-off between two attempts of the same micro-batch.",
         _positive_int,
-    ),
-    Setting(
+    )
+    shutdown_timeout: float = setting(
         "EVENTS_SHUTDOWN_TIMEOUT",
-        "shutdown_timeout",
         "30",
         "Seconds a stopping worker may spend finishing its current micro-batches.",
         _positive_float,
-    ),
+    )
     # Storage
-    Setting(
+    partitions_ahead_days: int = setting(
         "EVENTS_PARTITIONS_AHEAD_DAYS",
-        "partitions_ahead_days",
         "3",
         "Daily partitions created ahead of today (days of the hot window are also created on "
         "demand).",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    hot_days: int = setting(
         "EVENTS_HOT_DAYS",
-        "hot_days",
         "7",
         "UTC days kept in PostgreSQL, today included; older days belong to the Parquet lake "
         "(`events compact` moves them; events for them wait in the default partition).",
         _positive_int,
-    ),
-    Setting(
+    )
+    lake_dir: str = setting(
         "EVENTS_LAKE_DIR",
-        "lake_dir",
         "./lake",
         "Root of the Parquet lake (`<dir>/events/date=YYYY-MM-DD/*.parquet`).",
-    ),
-    Setting(
+    )
+    compact_file_rows: int = setting(
         "EVENTS_COMPACT_FILE_ROWS",
-        "compact_file_rows",
         "2000000",
         "Most rows in one Parquet file written by the compactor (bounds its memory).",
         _positive_int,
-    ),
-    Setting(
+    )
+    max_query_days: int = setting(
         "EVENTS_MAX_QUERY_DAYS",
-        "max_query_days",
         "366",
         "Longest date range (days) an analytics request may cover.",
         _positive_int,
-    ),
-    Setting(
+    )
+    query_threads: int = setting(
         "EVENTS_QUERY_THREADS",
-        "query_threads",
         str(os.cpu_count() or 1),
         "DuckDB threads per API process for analytics queries (default: CPU count).",
         _positive_int,
-    ),
-    Setting(
+    )
+    query_timeout: float = setting(
         "EVENTS_QUERY_TIMEOUT",
-        "query_timeout",
         "10",
         "Seconds an analytics query may take, its PostgreSQL and DuckDB parts together "
         "(503 `query_timeout` beyond).",
         _positive_float,
-    ),
-    Setting(
+    )
+    query_concurrency: int = setting(
         "EVENTS_QUERY_CONCURRENCY",
-        "query_concurrency",
         "2",
         "Analytics queries one API process runs at once; more get 503 `too_many_queries` "
         "with Retry-After.",
         _positive_int,
-    ),
-    Setting(
+    )
+    query_memory_bytes: int = setting(
         "EVENTS_QUERY_MEMORY_BYTES",
-        "query_memory_bytes",
         "0",
         "DuckDB memory limit per API process (0: a quarter of the machine's memory divided "
         "by EVENTS_API_WORKERS); a query that needs more gets 503 `query_too_large`.",
         _non_negative_int,
-    ),
-    Setting(
+    )
+    analytics_pool_size: int = setting(
         "EVENTS_ANALYTICS_POOL_SIZE",
-        "analytics_pool_size",
         "2",
         "PostgreSQL connections per API process for analytics, apart from the ones "
         "readiness, `?wait=true` and commit lookups use.",
         _positive_int,
-    ),
-    Setting(
+    )
+    db_pool_size: int = setting(
         "EVENTS_DB_POOL_SIZE",
-        "db_pool_size",
         "4",
         "PostgreSQL connections per API process (readiness and `?wait=true`).",
         _positive_int,
-    ),
-    Setting(
+    )
+    compact_lock_timeout_ms: int = setting(
         "EVENTS_COMPACT_LOCK_TIMEOUT_MS",
-        "compact_lock_timeout_ms",
         "100",
         "How long one attempt of the compactor to lock `events` may wait (ingest queues "
         "behind a waiting lock); it retries with back-off rather than wait longer.",
         _positive_int,
-    ),
+    )
     # Serving
-    Setting("EVENTS_BIND", "bind", "127.0.0.1:8000", "Address `events serve` listens on."),
-    Setting(
+    bind: str = setting(
+        "EVENTS_BIND",
+        "127.0.0.1:8000",
+        "Address `events serve` listens on.",
+    )
+    api_workers: int = setting(
         "EVENTS_API_WORKERS",
-        "api_workers",
         _default_api_workers(),
         "gunicorn worker processes for the API (default: CPU count, at most 4).",
         _positive_int,
-    ),
-    Setting("EVENTS_LOG_LEVEL", "log_level", "INFO", "Log level (DEBUG, INFO, WARNING, ...)."),
-    Setting(
+    )
+    log_level: str = setting(
+        "EVENTS_LOG_LEVEL",
+        "INFO",
+        "Log level (DEBUG, INFO, WARNING, ...).",
+    )
+    log_format: str = setting(
         "EVENTS_LOG_FORMAT",
-        "log_format",
         "json",
         "`json` (one object per line) or `text`.",
         _log_format,
-    ),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The parsed configuration, passed explicitly to whatever needs it."""
-
-    database_url: str
-    rabbitmq_url: str
-    redis_url: str
-    api_key: str
-    api_keys_list: tuple[str, ...]
-    allow_no_auth: bool
-    queue_prefix: str
-    queue_type: str
-    delivery_limit: int
-    publish_timeout: float
-    queue_max_messages: int
-    queue_max_bytes: int
-    max_attempts: int
-    rate_limit: float
-    rate_burst: int
-    rate_limit_overrides: Mapping[str, tuple[float, int]]
-    rate_limit_rpm: int
-    redis_failure: str
-    idempotency_ttl: int
-    max_compression_ratio: int
-    max_header_bytes: int
-    client_timeout: float
-    max_connections: int
-    worker_metrics_port: int
-    worker_metrics_host: str
-    max_body_bytes: int
-    max_events_per_request: int
-    max_event_bytes: int
-    max_user_id_length: int
-    max_event_type_length: int
-    max_future_seconds: int
-    min_occurred_at: datetime
-    max_json_values: int
-    decode_processes: int
-    decode_inline_bytes: int
-    decode_budget_bytes: int
-    decode_wait_seconds: float
-    wait_timeout: float
-    wait_timeout_max: float
-    batch_max_rows: int
-    batch_max_age_ms: int
-    prefetch: int
-    worker_max_inflight_bytes: int
-    worker_concurrency: int
-    worker_processes: int
-    retry_base_ms: int
-    retry_max_ms: int
-    shutdown_timeout: float
-    partitions_ahead_days: int
-    hot_days: int
-    lake_dir: str
-    compact_file_rows: int
-    max_query_days: int
-    query_threads: int
-    query_timeout: float
-    query_concurrency: int
-    query_memory_bytes: int
-    analytics_pool_size: int
-    compact_lock_timeout_ms: int
-    db_pool_size: int
-    bind: str
-    api_workers: int
-    log_level: str
-    log_format: str
+    )
 
     @property
     def api_keys(self) -> tuple[str, ...]:
@@ -751,6 +640,12 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return Settings(**values)
+
+
+# Every setting, in declaration order (the README table, .env.example, `events config`).
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], attr=f.name) for f in fields(Settings)
+)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

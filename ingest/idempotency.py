@@ -71,7 +71,7 @@ class IdempotencyStore:
     def __init__(
         self, client: aioredis.Redis, *, prefix: str, ttl: int, in_flight_seconds: int = 180
     ) -> None:
-        """``in_flight_seconds`` must outlast the slowest request (see ``ingest/runtime.py``):
+        """``in_flight_seconds`` must outlast the slowest request (see ``service/runtime.py``):
         an in-flight mark that expired early would let a concurrent retry run too."""
         self._client = client
         self._in_flight = in_flight_seconds

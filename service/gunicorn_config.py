@@ -27,9 +27,9 @@ timeout = 120  # a worker silent this long is restarted
 graceful_timeout = max(30, int(_settings.wait_timeout_max) + 5)
 keepalive = 5  # seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)
 # gunicorn's limit_request_* settings do not apply here: uvicorn (httptools) parses the
-# requests, and ingest/http_guard.py enforces EVENTS_MAX_HEADER_BYTES / EVENTS_CLIENT_TIMEOUT.
+# requests, and service/http_guard.py enforces EVENTS_MAX_HEADER_BYTES / EVENTS_CLIENT_TIMEOUT.
 # Access log: one structured (JSON) line per request comes from the app itself
-# (ingest/app.py RequestLogMiddleware: method, path, status, duration, events, key id,
+# (service/app.py RequestLogMiddleware: method, path, status, duration, events, key id,
 # request id), so gunicorn's own access log stays off. gunicorn's error log (boots,
 # worker exits) goes through the same formatter as the service's logs.
 accesslog = None

@@ -25,7 +25,7 @@ class EventsWorker(UvicornWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = load_settings()
-        # httptools plus header-size and header-time guards (ingest/http_guard.py); beyond
+        # httptools plus header-size and header-time guards (service/http_guard.py); beyond
         # EVENTS_MAX_CONNECTIONS open connections uvicorn answers 503 at once.
         self.CONFIG_KWARGS = {  # type: ignore[misc]
             **type(self).CONFIG_KWARGS,

@@ -4,7 +4,7 @@ Kept beside the code it documents: ``tests/ingest/test_openapi.py`` checks that 
 of the app is documented and every documented route exists, validates the document against
 the OpenAPI 3.1 schema, and checks real answers against the documented response schemas.
 Served at ``GET /openapi.json``; ``GET /docs`` renders it with Swagger UI, whose files ship
-inside the package (``ingest/static/swagger-ui``), so the page works offline.
+inside the package (``service/static/swagger-ui``), so the page works offline.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ _RATE_HEADERS = {
 # tell from the document alone whether a value will be accepted.
 
 # Any text without C0/C1 control characters or DEL: the API refuses those in every query
-# parameter (ingest/app.py QueryGuard).
+# parameter (service/app.py QueryGuard).
 _VISIBLE = r"[^\x00-\x1f\x7f-\x9f]"
 _NO_CONTROL = f"^{_VISIBLE}*$"
 # What Python's str.strip() removes, less the control characters refused anyway.

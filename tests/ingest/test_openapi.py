@@ -165,7 +165,7 @@ def test_every_error_code_is_documented_and_every_documented_one_can_be_answered
     root = Path(__file__).resolve().parents[2]
     raised = {
         m.group(1)
-        for package in ("ingest", "analytics", "core", "storage", "pipeline", "importer")
+        for package in ("ingest", "analytics", "core", "storage", "pipeline", "importer", "service")
         for path in (root / package).rglob("*.py")
         if path.name != "codes.py"
         for m in _CODE_USE.finditer(path.read_text())
