@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from analytics import queries
+from analytics.answers import Dau, DayUsers, EventCount, Retention, RetentionWindow, TopEvents
 from analytics.limits import (
     Deadline,
     Gate,
@@ -150,7 +151,7 @@ class Analytics:
         present = {k: v for k, v in tables.items() if v is not None}
         return await self._run_with(statement, present, deadline)
 
-    async def dau(self, days: DateRange, segments: tuple[Segment, ...]) -> dict[str, Any]:
+    async def dau(self, days: DateRange, segments: tuple[Segment, ...]) -> Dau:
         with self._admitted() as deadline:
             if segments:
                 sources = await load_sources(
@@ -166,15 +167,12 @@ class Analytics:
                 counts = {d: int(n) for d, n in await self._query(stmt, sources, deadline)}
             else:
                 counts = await self._dau_from_summaries(days, deadline)
-        return {
-            "from": days.first.isoformat(),
-            "to": days.last.isoformat(),
-            "segments": segments_of(segments),
-            "dau": [
-                {"date": d.isoformat(), "unique_users": counts.get(d, 0)}
-                for d in days_between(days.first, days.last)
-            ],
-        }
+        return Dau(
+            first=days.first,
+            last=days.last,
+            segments=segments_of(segments),
+            dau=[DayUsers(d, counts.get(d, 0)) for d in days_between(days.first, days.last)],
+        )
 
     async def _dau_from_summaries(self, days: DateRange, deadline: Deadline) -> dict[date, int]:
         """Unsegmented DAU. PERF: a day kept in one lake file is read off its footer, a hot
@@ -197,7 +195,7 @@ class Analytics:
 
     async def top_events(
         self, days: DateRange, limit: int, segments: tuple[Segment, ...]
-    ) -> dict[str, Any]:
+    ) -> TopEvents:
         with self._admitted() as deadline:
             if segments:
                 sources = await load_sources(
@@ -213,13 +211,13 @@ class Analytics:
                 top = [(t, int(n)) for t, n in await self._query(stmt, sources, deadline)]
             else:
                 top = await self._top_from_summaries(days, limit, deadline)
-        return {
-            "from": days.first.isoformat(),
-            "to": days.last.isoformat(),
-            "limit": limit,
-            "segments": segments_of(segments),
-            "top_events": [{"event_type": t, "count": n} for t, n in top],
-        }
+        return TopEvents(
+            first=days.first,
+            last=days.last,
+            limit=limit,
+            segments=segments_of(segments),
+            top_events=[EventCount(t, n) for t, n in top],
+        )
 
     async def _top_from_summaries(
         self, days: DateRange, limit: int, deadline: Deadline
@@ -241,29 +239,29 @@ class Analytics:
             totals.update({t: int(n) for t, n in rows})
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
-    async def retention(self, p: RetentionParams) -> dict[str, Any]:
+    async def retention(self, p: RetentionParams) -> Retention:
         with self._admitted() as deadline:
             sources = await load_sources(
                 self._pool(), self._lake, date.min, p.end, p.segments, deadline=deadline, users=True
             )
             rows = await self._query(queries.retention(p, sources), sources, deadline)
         cohort = int(rows[0][1]) if rows else 0
-        return {
-            "start_date": p.start.isoformat(),
-            "granularity": p.granularity,
-            "windows": p.windows,
-            "segments": segments_of(p.segments),
-            "cohort_size": cohort,
-            "retention": [
-                {
-                    "window": int(w),
-                    "start": p.window_start(int(w)).isoformat(),
-                    "active_users": int(active),
-                    "rate": round(active / cohort, 6) if cohort else 0.0,
-                }
+        return Retention(
+            start_date=p.start,
+            granularity=p.granularity,
+            windows=p.windows,
+            segments=segments_of(p.segments),
+            cohort_size=cohort,
+            retention=[
+                RetentionWindow(
+                    window=int(w),
+                    start=p.window_start(int(w)),
+                    active_users=int(active),
+                    rate=round(active / cohort, 6) if cohort else 0.0,
+                )
                 for w, _, active in rows
             ],
-        }
+        )
 
     def close(self) -> None:
         if self._duck_db is not None and self._owner == os.getpid():

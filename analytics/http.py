@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import falcon.asgi
+import msgspec
 
 from analytics.engine import Analytics
 from analytics.params import parse_int, parse_range, parse_retention, parse_segments
 from core.config import Settings
+
+
+def _answer(resp: falcon.asgi.Response, answer: msgspec.Struct) -> None:
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = msgspec.json.encode(answer)
 
 
 class _StatsResource:
@@ -32,7 +38,7 @@ class DauResource(_StatsResource):
         params = self._params(req)
         days = parse_range(params, self._max_days)
         segments = parse_segments(params)
-        resp.media = await self._analytics.dau(days, segments)
+        _answer(resp, await self._analytics.dau(days, segments))
 
 
 class TopEventsResource(_StatsResource):
@@ -41,13 +47,13 @@ class TopEventsResource(_StatsResource):
         days = parse_range(params, self._max_days)
         limit = parse_int(params, "limit", 10, 1, 1000)
         segments = parse_segments(params)
-        resp.media = await self._analytics.top_events(days, limit, segments)
+        _answer(resp, await self._analytics.top_events(days, limit, segments))
 
 
 class RetentionResource(_StatsResource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         query = parse_retention(self._params(req), self._max_days)
-        resp.media = await self._analytics.retention(query)
+        _answer(resp, await self._analytics.retention(query))
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], settings: Settings, analytics: Analytics) -> None:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
+import msgspec
 
 from ingest.body import decode_content
 from ingest.media import decode_batch
@@ -79,7 +79,7 @@ def decode_request(request: DecodeRequest, *, inflate_limit: int | None = None) 
     return DecodedRequest(
         received=batch.received,
         accepted=batch.accepted,
-        rejected_json=orjson.dumps([r.as_dict() for r in batch.rejected]),
+        rejected_json=msgspec.json.encode(batch.rejected),
         refusals=dict(Counter(r.code for r in batch.rejected)),
         payload=payload,
     )

@@ -16,16 +16,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import falcon
 import falcon.asgi
-import orjson
+import msgspec
 
 from core import metrics
-from core.codes import ErrorCode, Refusal
+from core.codes import ErrorCode, ErrorDetail, Refusal
 from core.config import Settings
 from core.ids import uuid7
+from ingest.answers import Accepted, Rejection
 from ingest.body import read_body
 from ingest.commits import CommitWaiter
 from ingest.decode_job import DecodeRequest
@@ -152,14 +153,14 @@ class EventsResource:
         except Refusal as ex:
             if claim is not None:
                 await self._runtime.idempotency.finish(
-                    claim, ex.status, orjson.dumps(ex.body()), {}
+                    claim, ex.status, msgspec.json.encode(ex.answer()), {}
                 )
             raise
         except BaseException:
             if claim is not None:
                 await self._runtime.idempotency.finish(claim, 500, b"", {})
             raise
-        data = orjson.dumps(answer)
+        data = msgspec.json.encode(answer)
         if claim is not None:
             await self._runtime.idempotency.finish(claim, status, data, {})
         resp.status = status
@@ -176,7 +177,7 @@ class EventsResource:
         wait: bool,
         key_id: str,
         admitted: Admission,
-    ) -> tuple[int, dict[str, Any], dict[str, str], uuid.UUID | None]:
+    ) -> tuple[int, Accepted, dict[str, str], uuid.UUID | None]:
         """Decode, validate, charge and publish: (status, answer, headers, batch id if
         published)."""
         s = self._settings
@@ -198,20 +199,20 @@ class EventsResource:
         )
         req.context.events = batch.received
         metrics.observe_batch(SOURCES[media], batch.received, batch.refusals)
-        answer: dict[str, Any] = {
-            "batch_id": None,
-            "received": batch.received,
-            "accepted": batch.accepted,
-            "rejected": orjson.Fragment(batch.rejected_json),
-        }
+        answer = Accepted(
+            batch_id=None,
+            received=batch.received,
+            accepted=batch.accepted,
+            # Refusals arrive as the JSON of ``list[Rejection]`` (``ingest/decode_job.py``).
+            rejected=cast(list[Rejection], msgspec.Raw(batch.rejected_json)),
+        )
         if batch.payload is None:
-            answer["error"] = {
-                "code": ErrorCode.NO_VALID_EVENTS.value,
-                "message": "none of the events is valid; see rejected",
-            }
+            answer.error = ErrorDetail(
+                ErrorCode.NO_VALID_EVENTS, "none of the events is valid; see rejected"
+            )
             return 400, answer, admitted.headers, None
         headers, charge = await self._charge(key_id, batch.received, admitted)
-        answer["batch_id"] = str(meta.batch_id)
+        answer.batch_id = meta.batch_id
         commits = self._runtime.commits
         try:
             if wait:
@@ -227,14 +228,14 @@ class EventsResource:
         metrics.EVENTS_ACCEPTED.inc(batch.accepted)
         return 202, answer, headers, meta.batch_id
 
-    async def _await_commit(
-        self, batch_id: uuid.UUID, answer: dict[str, Any], timeout: float
-    ) -> int:
+    async def _await_commit(self, batch_id: uuid.UUID, answer: Accepted, timeout: float) -> int:
         committed = await self._runtime.commits.wait(batch_id, timeout)
         if committed is None:
-            answer["committed"] = False
+            answer.committed = False
             return 202
-        answer.update(committed=True, inserted=committed.inserted, duplicates=committed.duplicates)
+        answer.committed = True
+        answer.inserted = committed.inserted
+        answer.duplicates = committed.duplicates
         return 200
 
     def _refusal(self, decision: Decision, events: int) -> Refusal:

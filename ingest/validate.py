@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.config import Settings
+from ingest.answers import Rejection
 from pipeline.message import EVENT_SCHEMA
 
 # Where each row came from (NDJSON / CSV line numbers), as a list or a NumPy array.
@@ -62,30 +63,6 @@ class Limits:
             max_future=timedelta(seconds=settings.max_future_seconds),
             min_occurred_at=settings.min_occurred_at,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why one event of a request was refused."""
-
-    index: int
-    event_id: str | None
-    field: str | None
-    code: str
-    message: str
-    line: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "index": self.index,
-            "event_id": self.event_id,
-            "field": self.field,
-            "code": self.code,
-            "message": self.message,
-        }
-        if self.line is not None:
-            out["line"] = self.line
-        return out
 
 
 @dataclass(slots=True)

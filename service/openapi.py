@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from analytics.params import MAX_DEPTH, MAX_SEGMENTS, MAX_VALUE_LENGTH
-from core.codes import ErrorCode
-from core.config import Settings
+import msgspec
 
-# The one list of error codes (core/codes.py).
-_ERROR_CODES = [code.value for code in ErrorCode]
+from analytics.answers import Dau, Retention, TopEvents
+from analytics.params import MAX_DEPTH, MAX_SEGMENTS, MAX_VALUE_LENGTH
+from core.codes import Error
+from core.config import Settings
+from ingest.answers import Accepted
+from service.operations import Health, Ready
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -101,22 +103,6 @@ _NIL_OR_MAX_UUID = (
 )
 # orjson reads integers in this range as integers (beyond: floats, refused as a user_id).
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-
-
-def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with every object that lists its properties closed to others: an answer
-    holds exactly the documented fields (the fuzz run checks real answers against it)."""
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "properties":
-            out[key] = {name: _closed(sub) for name, sub in value.items()}
-        elif isinstance(value, dict):
-            out[key] = _closed(value)
-        else:
-            out[key] = value
-    if out.get("type") == "object" and "properties" in out:
-        out.setdefault("additionalProperties", False)
-    return out
 
 
 def _segment_pattern() -> str:
@@ -284,27 +270,6 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "items": _ref("Event"),
         "minItems": 1,
         "maxItems": s.max_events_per_request,
-    }
-    accepted = {
-        "type": "object",
-        "required": ["batch_id", "received", "accepted", "rejected"],
-        "properties": {
-            "batch_id": {
-                "type": ["string", "null"],
-                "format": "uuid",
-                "description": "UUIDv7 of the accepted batch (null when nothing was accepted).",
-            },
-            "received": {"type": "integer", "minimum": 0},
-            "accepted": {"type": "integer", "minimum": 0},
-            "rejected": {"type": "array", "items": _ref("Rejection")},
-            "committed": {
-                "type": "boolean",
-                "description": "With `?wait=true`: whether the batch was committed in time.",
-            },
-            "inserted": {"type": "integer", "minimum": 0},
-            "duplicates": {"type": "integer", "minimum": 0},
-            "error": {"type": "object"},
-        },
     }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -536,7 +501,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "security": [],
                     "responses": {
                         "200": _json(
-                            {"type": "object", "properties": {"status": {"const": "ok"}}},
+                            _ref("Health"),
                             "Alive.",
                         )
                     },
@@ -624,123 +589,30 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "Event": event,
                 "JsonObject": json_object,
                 "JsonValue": json_value,
-                "Accepted": accepted,
-                "Rejection": {
-                    "type": "object",
-                    "required": ["index", "code", "message"],
-                    "properties": {
-                        "index": {"type": "integer", "minimum": 0},
-                        "line": {"type": "integer", "minimum": 1},
-                        "event_id": {},
-                        "field": {"type": ["string", "null"]},
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                    },
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    # The error object itself carries details that vary by code
-                    # (`parameter`, `limit`, `supported`, `required_scope`, ...).
-                    "additionalProperties": False,
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": {"type": "string", "enum": _ERROR_CODES},
-                                "message": {"type": "string"},
-                            },
-                        }
-                    },
-                },
-                "Ready": {
-                    "type": "object",
-                    "required": ["status", "checks"],
-                    "properties": {
-                        "status": {"enum": ["ready", "unavailable"]},
-                        "checks": {
-                            "type": "object",
-                            "additionalProperties": {"enum": ["ok", "unreachable"]},
-                        },
-                    },
-                },
-                "Dau": {
-                    "type": "object",
-                    "required": ["from", "to", "segments", "dau"],
-                    "properties": {
-                        "from": {"type": "string", "format": "date"},
-                        "to": {"type": "string", "format": "date"},
-                        "segments": {"type": "array", "items": {"type": "string"}},
-                        "dau": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["date", "unique_users"],
-                                "properties": {
-                                    "date": {"type": "string", "format": "date"},
-                                    "unique_users": {"type": "integer", "minimum": 0},
-                                },
-                            },
-                        },
-                    },
-                },
-                "TopEvents": {
-                    "type": "object",
-                    "required": ["from", "to", "limit", "segments", "top_events"],
-                    "properties": {
-                        "from": {"type": "string", "format": "date"},
-                        "to": {"type": "string", "format": "date"},
-                        "limit": {"type": "integer"},
-                        "segments": {"type": "array", "items": {"type": "string"}},
-                        "top_events": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["event_type", "count"],
-                                "properties": {
-                                    "event_type": {"type": "string"},
-                                    "count": {"type": "integer", "minimum": 1},
-                                },
-                            },
-                        },
-                    },
-                },
-                "Retention": {
-                    "type": "object",
-                    "required": [
-                        "start_date",
-                        "granularity",
-                        "windows",
-                        "segments",
-                        "cohort_size",
-                        "retention",
-                    ],
-                    "properties": {
-                        "start_date": {"type": "string", "format": "date"},
-                        "granularity": {"enum": ["day", "week"]},
-                        "windows": {"type": "integer"},
-                        "segments": {"type": "array", "items": {"type": "string"}},
-                        "cohort_size": {"type": "integer", "minimum": 0},
-                        "retention": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["window", "start", "active_users", "rate"],
-                                "properties": {
-                                    "window": {"type": "integer", "minimum": 0},
-                                    "start": {"type": "string", "format": "date"},
-                                    "active_users": {"type": "integer", "minimum": 0},
-                                    "rate": {"type": "number", "minimum": 0, "maximum": 1},
-                                },
-                            },
-                        },
-                    },
-                },
+                # The answers: derived from their typed models (answer_components()).
+                **answer_components(),
             },
         },
     }
-    schemas = doc["components"]["schemas"]
-    for name in ("Accepted", "Rejection", "Ready", "Dau", "TopEvents", "Retention"):
-        schemas[name] = _closed(schemas[name])
     return doc
+
+
+# The typed models of every answer; their component schemas come from msgspec.
+ANSWERS: tuple[type[msgspec.Struct], ...] = (
+    Accepted,
+    Error,
+    Health,
+    Ready,
+    Dau,
+    TopEvents,
+    Retention,
+)
+
+
+def answer_components() -> dict[str, Any]:
+    """The component schemas of every answer model (and of the models they hold), named
+    as the classes are."""
+    _, components = msgspec.json.schema_components(
+        ANSWERS, ref_template="#/components/schemas/{name}"
+    )
+    return components

@@ -5,11 +5,34 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import falcon
 import falcon.asgi
+import msgspec
 
 from core import metrics
 from service.runtime import Runtime
+
+Check = Literal["ok", "unreachable"]
+
+
+class Health(msgspec.Struct, forbid_unknown_fields=True):
+    """The process runs."""
+
+    status: Literal["ok"]
+
+
+class Ready(msgspec.Struct, forbid_unknown_fields=True):
+    """Whether the process can take events: each dependency's state."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, Check]
+
+
+def _answer(resp: falcon.asgi.Response, answer: msgspec.Struct) -> None:
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = msgspec.json.encode(answer)
 
 
 class HealthResource:
@@ -18,7 +41,7 @@ class HealthResource:
     auth_required = False
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"status": "ok"}
+        _answer(resp, Health("ok"))
 
 
 class ReadyResource:
@@ -34,7 +57,7 @@ class ReadyResource:
         self._runtime = runtime
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        checks = {
+        checks: dict[str, Check] = {
             "postgres": "ok" if await self._runtime.database_ready() else "unreachable",
             "rabbitmq": "ok" if await self._runtime.broker_ready() else "unreachable",
             "redis": "ok" if await self._runtime.redis_ready() else "unreachable",
@@ -46,7 +69,7 @@ class ReadyResource:
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         if not ready:
             resp.set_header("Retry-After", "5")
-        resp.media = {"status": "ready" if ready else "unavailable", "checks": checks}
+        _answer(resp, Ready("ready" if ready else "unavailable", checks))
 
 
 class MetricsResource:
