@@ -27,8 +27,7 @@ class Rejection(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     code: Annotated[str, msgspec.Meta(description="Why: `invalid_uuid`, `too_early`, ...")]
     message: str
     line: (
-        Annotated[int, msgspec.Meta(ge=1, description="NDJSON: the line the event was on.")]
-        | None
+        Annotated[int, msgspec.Meta(ge=1, description="NDJSON: the line the event was on.")] | None
     ) = None
 
 
