@@ -482,8 +482,8 @@ def _properties(rows: list[dict[str, Any]], refusals: Refusals, limits: Limits) 
 
     PERF: every text is appended to one buffer as soon as it is encoded, and the column is
     made from that buffer and the offsets: a list of one bytes object per event would keep
-    each in its own allocation (orjson's output buffer, about 4 KiB whatever the text), which
-    took 8x the memory of the text and most of the time, in page faults.
+    each in its own allocation (orjson's output buffer, about 4 KiB whatever the text), 8x
+    the memory of the text (a 32 MiB body peaked at +577 MB that way, +209 MB this way).
     """
     dumps = orjson.dumps
     props = [r.get("properties") for r in rows]
