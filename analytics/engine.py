@@ -16,7 +16,23 @@ import duckdb
 import pyarrow as pa
 
 from analytics import queries
-from analytics.answers import Dau, DayUsers, EventCount, Retention, RetentionWindow, TopEvents
+from analytics.answers import (
+    ActiveUsers,
+    Cohort,
+    Cohorts,
+    Dau,
+    DauBreakdown,
+    DayActive,
+    DayUsers,
+    EventCount,
+    Funnel,
+    FunnelStep,
+    Retention,
+    RetentionWindow,
+    Series,
+    TopEvents,
+)
+from analytics.funnel import walk
 from analytics.limits import (
     Deadline,
     Gate,
@@ -25,8 +41,17 @@ from analytics.limits import (
     QueryTooLarge,
     StoreUnavailable,
 )
-from analytics.params import DateRange, RetentionParams, Segment, segments_of
-from analytics.sources import Sources, load_day_summaries, load_sources
+from analytics.params import (
+    ActiveUsersParams,
+    Breakdown,
+    CohortsParams,
+    DateRange,
+    FunnelParams,
+    RetentionParams,
+    Segment,
+    segments_of,
+)
+from analytics.sources import Sources, load_day_summaries, load_rows, load_sources
 from storage.days import days_between
 from storage.errors import DB_ERRORS
 from storage.lake import Lake, LakeUnreadable, check_footer
@@ -146,7 +171,8 @@ class Analytics:
         self, statement: queries.Statement, sources: Sources, deadline: Deadline
     ) -> list[tuple[Any, ...]]:
         tables = {
-            name: getattr(sources, name) for name in ("hot_users", "hot_counts", "hot_events")
+            name: getattr(sources, name)
+            for name in ("hot_users", "hot_counts", "hot_events", "hot_rows")
         }
         present = {k: v for k, v in tables.items() if v is not None}
         return await self._run_with(statement, present, deadline)
@@ -263,6 +289,140 @@ class Analytics:
             ],
         )
 
+    async def funnel(self, p: FunnelParams) -> Funnel:
+        with self._admitted() as deadline:
+            sources = await load_rows(
+                self._pool(),
+                self._lake,
+                p.days.first,
+                _after(p.days.last),
+                p.segments,
+                deadline=deadline,
+                types=tuple(dict.fromkeys(p.steps)),
+            )
+            rows = await self._query(queries.funnel(p, sources), sources, deadline)
+        users = [0] * len(p.steps)
+        for level, n, *_ in rows:
+            if level >= 0:
+                users[level] += int(n)
+        window_us = p.window_seconds * 1_000_000
+        tied = [(u, int(t), e) for level, _, u, t, e in rows if level < 0]
+        for i, n in enumerate(walk(tied, p.steps, window_us)):
+            users[i] += n
+        return Funnel(
+            first=p.days.first,
+            last=p.days.last,
+            window=p.window_seconds,
+            segments=segments_of(p.segments),
+            steps=[
+                FunnelStep(
+                    event_type=step,
+                    users=n,
+                    conversion=_rate(n, users[0]),
+                    step_conversion=_rate(n, users[i - 1] if i else users[0]),
+                )
+                for i, (step, n) in enumerate(zip(p.steps, users, strict=True))
+            ],
+        )
+
+    async def active_users(self, p: ActiveUsersParams) -> ActiveUsers:
+        with self._admitted() as deadline:
+            sources = await load_sources(
+                self._pool(),
+                self._lake,
+                p.lookback_first,
+                _after(p.days.last),
+                p.segments,
+                deadline=deadline,
+                users=True,
+            )
+            rows = await self._query(queries.active_users(p, sources), sources, deadline)
+        counts = {d: int(n) for d, n in rows}
+        return ActiveUsers(
+            first=p.days.first,
+            last=p.days.last,
+            window=p.window,
+            segments=segments_of(p.segments),
+            active_users=[
+                DayActive(d, counts.get(d, 0)) for d in days_between(p.days.first, p.days.last)
+            ],
+        )
+
+    async def cohorts(self, p: CohortsParams) -> Cohorts:
+        with self._admitted() as deadline:
+            sources = await load_sources(
+                self._pool(), self._lake, date.min, p.end, p.segments, deadline=deadline, users=True
+            )
+            rows = await self._query(queries.cohorts(p, sources), sources, deadline)
+        found = {(int(c), int(w)): int(n) for c, w, n in rows}
+        cohorts = []
+        for c, start in enumerate(p.starts):
+            size = found.get((c, -1), 0)
+            one = p.cohort(start)
+            cohorts.append(
+                Cohort(
+                    start=start,
+                    cohort_size=size,
+                    retention=[
+                        RetentionWindow(
+                            window=w,
+                            start=one.window_start(w),
+                            active_users=found.get((c, w), 0),
+                            rate=_rate(found.get((c, w), 0), size),
+                        )
+                        for w in range(p.windows)
+                    ],
+                )
+            )
+        return Cohorts(
+            first=p.days.first,
+            last=p.days.last,
+            granularity=p.granularity,
+            windows=p.windows,
+            segments=segments_of(p.segments),
+            cohorts=cohorts,
+        )
+
+    async def dau_breakdown(
+        self, days: DateRange, b: Breakdown, segments: tuple[Segment, ...]
+    ) -> DauBreakdown:
+        with self._admitted() as deadline:
+            sources = await load_rows(
+                self._pool(),
+                self._lake,
+                days.first,
+                _after(days.last),
+                segments,
+                deadline=deadline,
+                properties=b.kind == "property",
+            )
+            rows = await self._query(
+                queries.dau_breakdown(days, b, segments, sources), sources, deadline
+            )
+        values: dict[int, str] = {}
+        per_day: dict[int, dict[date, int]] = {}
+        for rank, value, day, n in rows:
+            values[int(rank)] = value
+            if day is not None:
+                per_day.setdefault(int(rank), {})[day] = int(n)
+        return DauBreakdown(
+            first=days.first,
+            last=days.last,
+            segments=segments_of(segments),
+            breakdown=b.describe(),
+            limit=b.limit,
+            series=[
+                Series(
+                    value=values[rank],
+                    dau=[
+                        DayUsers(d, per_day.get(rank, {}).get(d, 0))
+                        for d in days_between(days.first, days.last)
+                    ],
+                )
+                for rank in sorted(values)
+            ],
+        )
+
     def close(self) -> None:
         if self._duck_db is not None and self._owner == os.getpid():
             self._duck_db.close()
@@ -315,6 +475,10 @@ def unreadable_file(error: duckdb.Error, files: Sequence[str]) -> LakeUnreadable
     if len(named) == 1:
         return LakeUnreadable(named[0], first_line[:300])
     return None
+
+
+def _rate(n: int, of: int) -> float:
+    return round(n / of, 6) if of else 0.0
 
 
 def _after(day: date) -> date:

@@ -168,18 +168,145 @@ class RetentionParams:
 def parse_retention(params: Mapping[str, str | list[str]], max_days: int) -> RetentionParams:
     name, raw = first_of(params, "start_date", "start")
     start = parse_date(raw, name)
-    gname, graw = first_of(params, "granularity", "window_type", "period_type")
-    granularity = (graw or "day").strip().lower()
-    if granularity in ("daily", "days"):
-        granularity = "day"
-    if granularity in ("weekly", "weeks"):
-        granularity = "week"
-    if granularity not in ("day", "week"):
-        raise invalid(gname, f"{gname} must be day or week")
+    granularity = _granularity(params)
     per = 7 if granularity == "week" else 1
     windows = parse_int(params, "windows", 3, 1, max(1, max_days // per))
-    return RetentionParams(start, windows, granularity, parse_segments(params))  # type: ignore[arg-type]
+    return RetentionParams(start, windows, granularity, parse_segments(params))
 
 
 def segments_of(values: Sequence[Segment]) -> list[str]:
     return [s.describe() for s in values]
+
+
+MIN_STEPS = 2
+MAX_STEPS = 10
+MAX_WINDOW_SECONDS = 90 * 86_400
+DEFAULT_WINDOW_SECONDS = 7 * 86_400
+MAX_ACTIVE_WINDOW = 90
+MAX_BREAKDOWN_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelParams:
+    days: DateRange
+    steps: tuple[str, ...]
+    window_seconds: int
+    segments: tuple[Segment, ...]
+
+
+def parse_steps(params: Mapping[str, str | list[str]]) -> tuple[str, ...]:
+    """``steps=A,B,C`` (one value, split on commas), or ``steps`` repeated (one event type
+    each, not split: a type may hold a comma)."""
+    raw = params.get("steps")
+    if raw is None:
+        raise invalid("steps", "steps is required: 2 to 10 event types, comma-separated")
+    steps = raw.split(",") if isinstance(raw, str) else list(raw)
+    if not MIN_STEPS <= len(steps) <= MAX_STEPS:
+        raise invalid("steps", f"a funnel has {MIN_STEPS} to {MAX_STEPS} steps, not {len(steps)}")
+    for step in steps:
+        if not step.strip() or len(step) > MAX_VALUE_LENGTH:
+            raise invalid(
+                "steps", f"each step is an event type of 1 to {MAX_VALUE_LENGTH} characters"
+            )
+    return tuple(steps)
+
+
+def parse_funnel(params: Mapping[str, str | list[str]], max_days: int) -> FunnelParams:
+    return FunnelParams(
+        days=parse_range(params, max_days),
+        steps=parse_steps(params),
+        window_seconds=parse_int(params, "window", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS),
+        segments=parse_segments(params),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveUsersParams:
+    days: DateRange
+    window: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def lookback_first(self) -> date:
+        """The first day any answer of the range looks at."""
+        return self.days.first - timedelta(days=self.window - 1)
+
+
+def parse_active_users(params: Mapping[str, str | list[str]], max_days: int) -> ActiveUsersParams:
+    return ActiveUsersParams(
+        days=parse_range(params, max_days),
+        window=parse_int(params, "window", 7, 1, MAX_ACTIVE_WINDOW),
+        segments=parse_segments(params),
+    )
+
+
+def _granularity(params: Mapping[str, str | list[str]]) -> Literal["day", "week"]:
+    gname, graw = first_of(params, "granularity", "window_type", "period_type")
+    granularity = (graw or "day").strip().lower()
+    if granularity in ("daily", "days"):
+        return "day"
+    if granularity in ("weekly", "weeks"):
+        return "week"
+    if granularity not in ("day", "week"):
+        raise invalid(gname, f"{gname} must be day or week")
+    return granularity  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class CohortsParams:
+    days: DateRange
+    windows: int
+    granularity: Literal["day", "week"]
+    segments: tuple[Segment, ...]
+
+    @property
+    def starts(self) -> list[date]:
+        step = 7 if self.granularity == "week" else 1
+        return [
+            self.days.first + timedelta(days=i)
+            for i in range(0, (self.days.last - self.days.first).days + 1, step)
+        ]
+
+    def cohort(self, start: date) -> RetentionParams:
+        return RetentionParams(start, self.windows, self.granularity, self.segments)
+
+    @property
+    def end(self) -> date:
+        """First day after the last window of the last cohort."""
+        return self.cohort(self.starts[-1]).end
+
+
+def parse_cohorts(params: Mapping[str, str | list[str]], max_days: int) -> CohortsParams:
+    days = parse_range(params, max_days)
+    granularity = _granularity(params)
+    per = 7 if granularity == "week" else 1
+    windows = parse_int(params, "windows", 3, 1, max(1, max_days // per))
+    return CohortsParams(days, windows, granularity, parse_segments(params))
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """Split by ``event_type`` or by the text of the property at ``path``."""
+
+    kind: Literal["event_type", "property"]
+    path: tuple[str, ...]
+    limit: int
+
+    def describe(self) -> str:
+        return "event_type" if self.kind == "event_type" else "properties." + ".".join(self.path)
+
+
+def parse_breakdown(params: Mapping[str, str | list[str]]) -> Breakdown | None:
+    name, raw = first_of(params, "breakdown")
+    if raw is None:
+        return None
+    key = raw.strip()
+    limit = parse_int(params, "limit", 10, 1, MAX_BREAKDOWN_LIMIT)
+    if key == "event_type":
+        return Breakdown("event_type", (), limit)
+    found = _segment_for(key, "", name) if key.startswith("properties.") else None
+    if found is None:
+        raise invalid(
+            name, f"cannot break down by {key[:60]!r}: use event_type or properties.<path>"
+        )
+    return Breakdown("property", found.path, limit)

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from analytics.limits import Deadline, QueryTimeout
 from analytics.params import Segment
-from storage.arrow_copy import copy_to_arrow
+from storage.arrow_copy import TIMESTAMP_US, copy_to_arrow
 from storage.days import day_start
 from storage.lake import FileStats, Lake, check_size, read_stats
 
@@ -41,6 +41,13 @@ USERS = {"day": pa.date32(), "user_id": pa.string()}
 COUNTS = {"event_type": pa.string(), "events": pa.int64()}
 EVENTS = {
     "day": pa.date32(),
+    "user_id": pa.string(),
+    "event_type": pa.string(),
+    "properties": pa.string(),
+}
+ROWS = {
+    "day": pa.date32(),
+    "occurred_at": TIMESTAMP_US,
     "user_id": pa.string(),
     "event_type": pa.string(),
     "properties": pa.string(),
@@ -55,6 +62,7 @@ class Sources:
     hot_users: pa.Table | None = None  # (day, user_id), distinct, exact
     hot_counts: pa.Table | None = None  # (event_type, events), exact
     hot_events: pa.Table | None = None  # (day, user_id, event_type, properties), a superset
+    hot_rows: pa.Table | None = None  # (day, occurred_at, user_id, event_type, properties)
 
 
 def property_document(path: tuple[str, ...], value: Any) -> str:
@@ -286,3 +294,46 @@ async def load_day_summaries(
             else pa.table({n: pa.array([], t) for n, t in USERS.items()})
         )
     return DaySummaries(files, hot_users, hot_counts, exact, hot_pairs)
+
+
+async def load_rows(
+    pool: asyncpg.Pool,
+    lake: Lake,
+    first: date,
+    end: date,
+    segments: tuple[Segment, ...],
+    *,
+    deadline: Deadline,
+    types: tuple[str, ...] | None = None,
+    properties: bool = False,
+) -> Sources:
+    """Lake files and hot rows (``hot_rows``: ``ROWS``, a superset of the counting events:
+    DuckDB applies the exact segment test) for days ``first <= day < end``, of the event
+    types ``types`` only if given; ``properties`` is NULL unless asked for (or needed by a
+    property segment)."""
+    properties = properties or any(s.kind == "property" for s in segments)
+    async with snapshot(pool, deadline) as conn:
+        files = _checked(
+            lake,
+            await conn.fetch(
+                "SELECT path, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
+                first,
+                end,
+            ),
+        )
+        args = _Args(day_start(end))
+        where = "occurred_at < $1"
+        if first > date.min:
+            where += f" AND occurred_at >= {args.add(day_start(first))}"
+        if types is not None:
+            where += f" AND event_type = ANY({args.add(list(types))}::text[])"
+        where += _hot_filter(segments, args, exact_types_only=False)
+        hot_rows = await copy_to_arrow(
+            conn,
+            "SELECT (occurred_at AT TIME ZONE 'UTC')::date, "
+            "(extract(epoch FROM occurred_at) * 1000000)::bigint, user_id, event_type, "
+            f"{'properties::text' if properties else 'NULL::text'} FROM events WHERE {where}",
+            *args.values,
+            columns=ROWS,
+        )
+    return Sources(files, hot_rows=hot_rows)

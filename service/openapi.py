@@ -13,8 +13,18 @@ from typing import Any
 
 import msgspec
 
-from analytics.answers import Dau, Retention, TopEvents
-from analytics.params import MAX_DEPTH, MAX_SEGMENTS, MAX_VALUE_LENGTH
+from analytics.answers import ActiveUsers, Cohorts, Dau, DauBreakdown, Funnel, Retention, TopEvents
+from analytics.params import (
+    DEFAULT_WINDOW_SECONDS,
+    MAX_ACTIVE_WINDOW,
+    MAX_BREAKDOWN_LIMIT,
+    MAX_DEPTH,
+    MAX_SEGMENTS,
+    MAX_STEPS,
+    MAX_VALUE_LENGTH,
+    MAX_WINDOW_SECONDS,
+    MIN_STEPS,
+)
 from core.codes import Error
 from core.config import Settings
 from ingest.answers import Accepted
@@ -149,6 +159,34 @@ _SEGMENT_PARAMS: list[dict[str, Any]] = [
 ]
 
 
+def _windows_param(max_days: int) -> dict[str, Any]:
+    return {
+        "name": "windows",
+        "in": "query",
+        "description": f"At most {max_days} days' worth: {max_days} daily or "
+        f"{max_days // 7} weekly windows.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": max(1, max_days), "default": 3},
+    }
+
+
+_GRANULARITY_PARAM: dict[str, Any] = {
+    "name": "granularity",
+    "in": "query",
+    "description": "Window length (aliases `window_type`, `period_type`); `daily`, `days`, "
+    "`weekly`, `weeks` work too, in any case; empty means the default.",
+    "schema": {
+        "type": "string",
+        "enum": ["day", "week", "daily", "days", "weekly", "weeks", ""],
+        "default": "day",
+    },
+}
+# An event type in ``steps``: no comma, no control character, not only spaces.
+_STEP_CHAR = r"[^,\x00-\x1f\x7f-\x9f]"
+_STEP_PATTERN = rf"^{_STEP_CHAR}*(?!{_SPACE}){_STEP_CHAR}{_STEP_CHAR}*$"
+_BREAKDOWN_PATTERN = (
+    rf"^{_SPACE}*(?:event_type|properties(?:\.[A-Za-z0-9_\-]{{1,64}}){{1,{MAX_DEPTH}}}){_SPACE}*$"
+)
+
 _SCOPES_DOC = (
     "A key configured as `KEY` has every scope; `KEY:ingest`, `KEY:read`, `KEY:read+admin` "
     "only those. Each operation lists the scope it needs (the role names of its security "
@@ -162,8 +200,15 @@ def _scoped(scope: str) -> list[dict[str, list[str]]]:
 
 
 def _stats_operation(
-    summary: str, description: str, params: list[dict[str, Any]], answer: str, max_days: int
+    summary: str,
+    description: str,
+    params: list[dict[str, Any]],
+    answer: str,
+    max_days: int,
+    *,
+    alternative: str | None = None,
 ) -> dict[str, Any]:
+    schema = _ref(answer) if alternative is None else {"oneOf": [_ref(answer), _ref(alternative)]}
     return {
         "get": {
             "tags": ["analytics"],
@@ -172,7 +217,7 @@ def _stats_operation(
             "description": description,
             "parameters": params + _SEGMENT_PARAMS,
             "responses": {
-                "200": _json(_ref(answer), "The answer."),
+                "200": _json(schema, "The answer."),
                 "400": _error(
                     "A parameter is missing or invalid (`invalid_parameter`), among them what "
                     "the schemas cannot say: `from` after `to`, a range of more than "
@@ -436,12 +481,102 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/stats/dau": _stats_operation(
                 "Daily active users",
                 "For each UTC day of the range, distinct `user_id`s with at least one "
-                "counting event; every day listed, 0 when nobody was active.",
+                "counting event; every day listed, 0 when nobody was active. With "
+                "`breakdown`: one series per value of `event_type` or of a property (as "
+                "text, like segment values; events without it are in no series), for the "
+                "`limit` values with the most distinct users over the range, ties by value "
+                "ascending (`DauBreakdown`).",
                 [
                     _date_param("from", "First day (alias `from_date`)."),
                     _date_param("to", "Last day, inclusive (alias `to_date`)."),
+                    {
+                        "name": "breakdown",
+                        "in": "query",
+                        "description": "`event_type` or `properties.<path>`.",
+                        "schema": {"type": "string", "pattern": _BREAKDOWN_PATTERN},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "How many values a breakdown lists.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_BREAKDOWN_LIMIT,
+                            "default": 10,
+                        },
+                    },
                 ],
                 "Dau",
+                s.max_query_days,
+                alternative="DauBreakdown",
+            ),
+            "/stats/funnel": _stats_operation(
+                "Funnel",
+                "A user reaches step k when there are k distinct counting events e1..ek, "
+                "e_i of type `steps[i]`, with occurred_at(e1) <= ... <= occurred_at(ek) and "
+                "occurred_at(ek) - occurred_at(e1) <= `window` seconds. `conversion`: users "
+                "/ users of step 1; `step_conversion`: users / users of the step before (0 "
+                "when that is 0).",
+                [
+                    _date_param("from", "First day (alias `from_date`)."),
+                    _date_param("to", "Last day, inclusive (alias `to_date`)."),
+                    {
+                        "name": "steps",
+                        "in": "query",
+                        "required": True,
+                        "description": f"{MIN_STEPS} to {MAX_STEPS} event types: one value "
+                        "separated by commas, or the parameter repeated (one type each, not "
+                        "split). A type may repeat.",
+                        "schema": {
+                            "type": "array",
+                            "items": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_VALUE_LENGTH,
+                                "pattern": _STEP_PATTERN,
+                            },
+                            "minItems": MIN_STEPS,
+                            "maxItems": MAX_STEPS,
+                        },
+                        "style": "form",
+                        "explode": False,
+                    },
+                    {
+                        "name": "window",
+                        "in": "query",
+                        "description": "Seconds from the first step to the last, at most 90 days.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_WINDOW_SECONDS,
+                            "default": DEFAULT_WINDOW_SECONDS,
+                        },
+                    },
+                ],
+                "Funnel",
+                s.max_query_days,
+            ),
+            "/stats/active-users": _stats_operation(
+                "Rolling active users (WAU, MAU)",
+                "For each day d of the range, distinct users with a counting event on days "
+                "[d - window + 1, d], looking back before `from`.",
+                [
+                    _date_param("from", "First day (alias `from_date`)."),
+                    _date_param("to", "Last day, inclusive (alias `to_date`)."),
+                    {
+                        "name": "window",
+                        "in": "query",
+                        "description": "Days per window: 7 is WAU, 30 is MAU.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_ACTIVE_WINDOW,
+                            "default": 7,
+                        },
+                    },
+                ],
+                "ActiveUsers",
                 s.max_query_days,
             ),
             "/stats/top-events": _stats_operation(
@@ -466,32 +601,23 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "the share of the cohort with a counting event in it.",
                 [
                     _date_param("start_date", "First day of window 0 (alias `start`)."),
-                    {
-                        "name": "windows",
-                        "in": "query",
-                        "description": f"At most {s.max_query_days} days' worth: "
-                        f"{s.max_query_days} daily or {s.max_query_days // 7} weekly windows.",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": max(1, s.max_query_days),
-                            "default": 3,
-                        },
-                    },
-                    {
-                        "name": "granularity",
-                        "in": "query",
-                        "description": "Window length (aliases `window_type`, `period_type`); "
-                        "`daily`, `days`, `weekly`, `weeks` work too, in any case; empty "
-                        "means the default.",
-                        "schema": {
-                            "type": "string",
-                            "enum": ["day", "week", "daily", "days", "weekly", "weeks", ""],
-                            "default": "day",
-                        },
-                    },
+                    _windows_param(s.max_query_days),
+                    _GRANULARITY_PARAM,
                 ],
                 "Retention",
+                s.max_query_days,
+            ),
+            "/stats/retention/cohorts": _stats_operation(
+                "Retention table by cohort",
+                "One cohort per start `from`, `from` + g, ... <= `to` (g: a day or a week), "
+                "each exactly what `/stats/retention` answers for that `start_date`.",
+                [
+                    _date_param("from", "First cohort's start (alias `from_date`)."),
+                    _date_param("to", "No cohort starts after it (alias `to_date`)."),
+                    _windows_param(s.max_query_days),
+                    _GRANULARITY_PARAM,
+                ],
+                "Cohorts",
                 s.max_query_days,
             ),
             "/healthz": {
@@ -604,8 +730,12 @@ ANSWERS: tuple[type[msgspec.Struct], ...] = (
     Health,
     Ready,
     Dau,
+    DauBreakdown,
     TopEvents,
     Retention,
+    Cohorts,
+    Funnel,
+    ActiveUsers,
 )
 
 
