@@ -33,6 +33,7 @@ from analytics.answers import (
     TopEvents,
 )
 from analytics.funnel import walk
+from analytics.hot_mirror import HotMirror
 from analytics.limits import (
     Deadline,
     Gate,
@@ -80,8 +81,10 @@ class Analytics:
         memory_bytes: int = 1 << 30,
         timeout: float = 10.0,
         concurrency: int = 2,
+        mirror_rows: int = 0,
     ) -> None:
         self._pool = pool
+        self._mirror = HotMirror(max_rows=mirror_rows)
         self._lake = lake
         self._threads = threads
         self._memory_bytes = memory_bytes
@@ -177,17 +180,44 @@ class Analytics:
         present = {k: v for k, v in tables.items() if v is not None}
         return await self._run_with(statement, present, deadline)
 
+    async def _sources(
+        self,
+        first: date,
+        end: date,
+        segments: tuple[Segment, ...],
+        deadline: Deadline,
+        *,
+        users: bool = False,
+        counts: bool = False,
+    ) -> Sources:
+        """Unsegmented: the rollups. Segmented: the mirror's hot rows when it is on, else
+        what PostgreSQL selects for the segments."""
+        if segments and self._mirror.enabled:
+            return await load_rows(
+                self._pool(),
+                self._lake,
+                first,
+                end,
+                segments,
+                deadline=deadline,
+                mirror=self._mirror,
+            )
+        return await load_sources(
+            self._pool(),
+            self._lake,
+            first,
+            end,
+            segments,
+            deadline=deadline,
+            users=users,
+            counts=counts,
+        )
+
     async def dau(self, days: DateRange, segments: tuple[Segment, ...]) -> Dau:
         with self._admitted() as deadline:
             if segments:
-                sources = await load_sources(
-                    self._pool(),
-                    self._lake,
-                    days.first,
-                    _after(days.last),
-                    segments,
-                    deadline=deadline,
-                    users=True,
+                sources = await self._sources(
+                    days.first, _after(days.last), segments, deadline, users=True
                 )
                 stmt = queries.daily_active_users(days, segments, sources)
                 counts = {d: int(n) for d, n in await self._query(stmt, sources, deadline)}
@@ -224,14 +254,8 @@ class Analytics:
     ) -> TopEvents:
         with self._admitted() as deadline:
             if segments:
-                sources = await load_sources(
-                    self._pool(),
-                    self._lake,
-                    days.first,
-                    _after(days.last),
-                    segments,
-                    deadline=deadline,
-                    counts=True,
+                sources = await self._sources(
+                    days.first, _after(days.last), segments, deadline, counts=True
                 )
                 stmt = queries.top_events(days, limit, segments, sources)
                 top = [(t, int(n)) for t, n in await self._query(stmt, sources, deadline)]
@@ -267,9 +291,7 @@ class Analytics:
 
     async def retention(self, p: RetentionParams) -> Retention:
         with self._admitted() as deadline:
-            sources = await load_sources(
-                self._pool(), self._lake, date.min, p.end, p.segments, deadline=deadline, users=True
-            )
+            sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
             rows = await self._query(queries.retention(p, sources), sources, deadline)
         cohort = int(rows[0][1]) if rows else 0
         return Retention(
@@ -299,6 +321,7 @@ class Analytics:
                 p.segments,
                 deadline=deadline,
                 types=tuple(dict.fromkeys(p.steps)),
+                mirror=self._mirror,
             )
             rows = await self._query(queries.funnel(p, sources), sources, deadline)
         users = [0] * len(p.steps)
@@ -327,14 +350,8 @@ class Analytics:
 
     async def active_users(self, p: ActiveUsersParams) -> ActiveUsers:
         with self._admitted() as deadline:
-            sources = await load_sources(
-                self._pool(),
-                self._lake,
-                p.lookback_first,
-                _after(p.days.last),
-                p.segments,
-                deadline=deadline,
-                users=True,
+            sources = await self._sources(
+                p.lookback_first, _after(p.days.last), p.segments, deadline, users=True
             )
             rows = await self._query(queries.active_users(p, sources), sources, deadline)
         counts = {d: int(n) for d, n in rows}
@@ -350,9 +367,7 @@ class Analytics:
 
     async def cohorts(self, p: CohortsParams) -> Cohorts:
         with self._admitted() as deadline:
-            sources = await load_sources(
-                self._pool(), self._lake, date.min, p.end, p.segments, deadline=deadline, users=True
-            )
+            sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
             rows = await self._query(queries.cohorts(p, sources), sources, deadline)
         found = {(int(c), int(w)): int(n) for c, w, n in rows}
         cohorts = []
@@ -395,6 +410,7 @@ class Analytics:
                 segments,
                 deadline=deadline,
                 properties=b.kind == "property",
+                mirror=self._mirror,
             )
             rows = await self._query(
                 queries.dau_breakdown(days, b, segments, sources), sources, deadline

@@ -68,16 +68,25 @@ def segment_filter(segments: Sequence[Segment], params: dict[str, Any]) -> str:
     return "".join(f" AND {c}" for c in clauses)
 
 
+def _hot_table(sources: Sources) -> str:
+    """The registered hot rows to filter: the mirror's or PostgreSQL's (``hot_rows``), or
+    the superset PostgreSQL selected for the segments (``hot_events``)."""
+    return "hot_rows" if sources.hot_rows is not None else "hot_events"
+
+
 def _hot_pairs(sources: Sources, where: str) -> str:
     if sources.hot_users is not None:
         return "SELECT day, user_id FROM hot_users"
-    return f"SELECT DISTINCT day, user_id FROM hot_events WHERE true{where}"
+    return f"SELECT DISTINCT day, user_id FROM {_hot_table(sources)} WHERE true{where}"
 
 
 def _hot_counts(sources: Sources, where: str) -> str:
     if sources.hot_counts is not None:
         return "SELECT event_type, events FROM hot_counts"
-    return f"SELECT event_type, count(*) AS events FROM hot_events WHERE true{where} GROUP BY 1"
+    return (
+        f"SELECT event_type, count(*) AS events FROM {_hot_table(sources)} "
+        f"WHERE true{where} GROUP BY 1"
+    )
 
 
 def daily_active_users(days: DateRange, segments: Sequence[Segment], sources: Sources) -> Statement:
@@ -248,12 +257,6 @@ SELECT -1, NULL, user_id, t, event_type FROM ev SEMI JOIN ties USING (user_id)
 
 def _pairs(sources: Sources, where: str) -> str:
     """Distinct ``(day, user_id)`` of counting events of ``$first`` .. ``$last``."""
-    if sources.hot_users is not None:
-        return f"""
-    SELECT date AS day, user_id FROM {lake_relation(sources.files)}
-    WHERE date BETWEEN $first AND $last{where}
-    UNION
-    SELECT day, user_id FROM hot_users WHERE day BETWEEN $first AND $last"""
     return f"""
     SELECT date AS day, user_id FROM {lake_relation(sources.files)}
     WHERE date BETWEEN $first AND $last{where}

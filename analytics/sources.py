@@ -21,11 +21,12 @@ a missing, truncated or replaced file raises ``LakeUnreadable`` (503 ``lake_unre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -36,6 +37,9 @@ from analytics.params import Segment
 from storage.arrow_copy import TIMESTAMP_US, copy_to_arrow
 from storage.days import day_start
 from storage.lake import FileStats, Lake, check_size, read_stats
+
+if TYPE_CHECKING:
+    from analytics.hot_mirror import HotMirror
 
 USERS = {"day": pa.date32(), "user_id": pa.string()}
 COUNTS = {"event_type": pa.string(), "events": pa.int64()}
@@ -306,13 +310,14 @@ async def load_rows(
     deadline: Deadline,
     types: tuple[str, ...] | None = None,
     properties: bool = False,
+    mirror: HotMirror | None = None,
 ) -> Sources:
     """Lake files and hot rows (``hot_rows``: ``ROWS``, a superset of the counting events:
     DuckDB applies the exact segment test) for days ``first <= day < end``, of the event
     types ``types`` only if given; ``properties`` is NULL unless asked for (or needed by a
     property segment)."""
     properties = properties or any(s.kind == "property" for s in segments)
-    async with snapshot(pool, deadline) as conn:
+    async with _mirrored(mirror, deadline), snapshot(pool, deadline) as conn:
         files = _checked(
             lake,
             await conn.fetch(
@@ -321,6 +326,9 @@ async def load_rows(
                 end,
             ),
         )
+        view = await mirror.sync(conn) if mirror is not None else None
+        if view is not None:
+            return Sources(files, hot_rows=view.between(first, end))
         args = _Args(day_start(end))
         where = "occurred_at < $1"
         if first > date.min:
@@ -337,3 +345,20 @@ async def load_rows(
             columns=ROWS,
         )
     return Sources(files, hot_rows=hot_rows)
+
+
+@contextlib.asynccontextmanager
+async def _mirrored(mirror: HotMirror | None, deadline: Deadline) -> AsyncIterator[None]:
+    """Hold the mirror's lock (if any) from before the snapshot is taken until it is synced:
+    the snapshots the mirror follows then only move forward."""
+    if mirror is None:
+        yield
+        return
+    try:
+        await asyncio.wait_for(mirror.lock.acquire(), deadline.remaining())
+    except TimeoutError as ex:
+        raise QueryTimeout("the hot rows were busy being brought up to date") from ex
+    try:
+        yield
+    finally:
+        mirror.lock.release()

@@ -547,6 +547,13 @@ class Settings:
         "by EVENTS_API_WORKERS); a query that needs more gets 503 `query_too_large`.",
         _non_negative_int,
     )
+    hot_mirror_rows: int = setting(
+        "EVENTS_HOT_MIRROR_ROWS",
+        "5000000",
+        "Hot rows each API process keeps column-wise in memory for segmented queries and "
+        "funnels (about 100 bytes each); past it they read PostgreSQL instead. 0: never.",
+        _non_negative_int,
+    )
     analytics_pool_size: int = setting(
         "EVENTS_ANALYTICS_POOL_SIZE",
         "2",

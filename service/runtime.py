@@ -92,6 +92,7 @@ class Runtime:
             memory_bytes=settings.duckdb_memory_bytes,
             timeout=settings.query_timeout,
             concurrency=settings.query_concurrency,
+            mirror_rows=settings.hot_mirror_rows,
         )
 
     async def process_startup(self, scope: Any, event: Any) -> None:

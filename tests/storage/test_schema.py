@@ -126,9 +126,16 @@ async def test_upkeep_indexes_closed_days_once_and_only_them(
     indexed = {
         r["relname"]
         for r in await db.fetch(
-            "SELECT relname FROM pg_class WHERE relname LIKE 'events_p2031%_idx'"
+            "SELECT relname FROM pg_class WHERE relname LIKE 'events_p2031%_idx' "
+            "AND relname NOT LIKE '%written_by%'"
         )
     }
+    # The BRIN index of written_by (migration 0005) is every partition's from the start.
+    partitions = await db.fetch(
+        "SELECT relname, to_regclass(relname || '_written_by_idx') IS NOT NULL AS brin "
+        "FROM pg_class WHERE relname ~ '^events_p2031[0-9]{4}$'"
+    )
+    assert len(partitions) >= 3 and all(r["brin"] for r in partitions)
     # Yesterday's partition only; today's and tomorrow's are still being written.
     assert indexed == {"events_p20310309_properties_idx", "events_p20310309_type_time_idx"}
     assert await index_closed_partitions(db, date(2031, 3, 10)) == 0  # nothing left to do
