@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import duckdb
@@ -52,10 +52,23 @@ from analytics.params import (
     Segment,
     segments_of,
 )
-from analytics.sources import Sources, load_day_summaries, load_rows, load_sources
+from analytics.sources import Sources, load_catalog, load_day_summaries, load_rows, load_sources
+from analytics.user_sets import (
+    NotIndexed,
+    UserSets,
+    count_days,
+    day_users,
+    day_values,
+    dimension,
+    rolling,
+    top_values,
+)
+from analytics.user_sets import retention as retention_from_sets
 from storage.days import days_between
 from storage.errors import DB_ERRORS
 from storage.lake import Lake, LakeUnreadable, check_footer
+
+T = TypeVar("T")
 
 
 class Analytics:
@@ -82,9 +95,11 @@ class Analytics:
         timeout: float = 10.0,
         concurrency: int = 2,
         mirror_rows: int = 0,
+        index_users: int = 0,
     ) -> None:
         self._pool = pool
         self._mirror = HotMirror(max_rows=mirror_rows)
+        self._sets = UserSets(lambda: self._duck, max_users=index_users)
         self._lake = lake
         self._threads = threads
         self._memory_bytes = memory_bytes
@@ -213,9 +228,54 @@ class Analytics:
             counts=counts,
         )
 
+    async def _from_sets(
+        self,
+        first: date,
+        end: date,
+        dims: list[str],
+        deadline: Deadline,
+        compute: Callable[[dict[date, list[Any]]], T],
+    ) -> T | None:
+        """``compute`` over the user sets of days ``first <= day < end``, or None when the
+        sets cannot answer (the mirror or the index is off, a dimension has too many values):
+        the caller then counts from rows."""
+        if not self._mirror.enabled or self._sets.off:
+            return None
+        catalog = await load_catalog(
+            self._pool(), self._lake, first, end, deadline=deadline, mirror=self._mirror
+        )
+        hot = catalog.hot
+        if hot is None:
+            return None
+        chunks = [c for c in hot.chunks if first <= c.day < end]
+
+        def work() -> T:
+            return compute(self._sets.sources(catalog.files, chunks, dims, live=hot.chunks))
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, work), deadline.remaining()
+            )
+        except NotIndexed:
+            return None
+        except TimeoutError:
+            raise QueryTimeout("the query did not finish in time") from None
+
     async def dau(self, days: DateRange, segments: tuple[Segment, ...]) -> Dau:
         with self._admitted() as deadline:
-            if segments:
+            found = None
+            if len(segments) == 1:
+                seg = segments[0]
+                found = await self._from_sets(
+                    days.first,
+                    _after(days.last),
+                    [dimension(seg)],
+                    deadline,
+                    lambda by_day: count_days(day_users(by_day, seg), days.first, days.last),
+                )
+            if found is not None:
+                counts = found
+            elif segments:
                 sources = await self._sources(
                     days.first, _after(days.last), segments, deadline, users=True
                 )
@@ -289,26 +349,44 @@ class Analytics:
             totals.update({t: int(n) for t, n in rows})
         return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
+    async def _cohort_table(
+        self,
+        starts: list[date],
+        p: RetentionParams | CohortsParams,
+        end: date,
+        deadline: Deadline,
+    ) -> list[tuple[int, list[int]]] | None:
+        """(cohort size, active users per window) of each start, from the user sets when
+        they can answer (no segment or one)."""
+        if len(p.segments) > 1:
+            return None
+        seg = p.segments[0] if p.segments else None
+        g = 7 if p.granularity == "week" else 1
+        return await self._from_sets(
+            date.min,
+            end,
+            [dimension(seg)] if seg is not None else [],
+            deadline,
+            lambda by_day: retention_from_sets(day_users(by_day, seg), starts, g, p.windows),
+        )
+
     async def retention(self, p: RetentionParams) -> Retention:
         with self._admitted() as deadline:
-            sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
-            rows = await self._query(queries.retention(p, sources), sources, deadline)
-        cohort = int(rows[0][1]) if rows else 0
+            table = await self._cohort_table([p.start], p, p.end, deadline)
+            if table is None:
+                sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
+                rows = await self._query(queries.retention(p, sources), sources, deadline)
+                size = int(rows[0][1]) if rows else 0
+                by_window = {int(w): int(active) for w, _, active in rows}
+                table = [(size, [by_window.get(w, 0) for w in range(p.windows)])]
+        size, active = table[0]
         return Retention(
             start_date=p.start,
             granularity=p.granularity,
             windows=p.windows,
             segments=segments_of(p.segments),
-            cohort_size=cohort,
-            retention=[
-                RetentionWindow(
-                    window=int(w),
-                    start=p.window_start(int(w)),
-                    active_users=int(active),
-                    rate=round(active / cohort, 6) if cohort else 0.0,
-                )
-                for w, _, active in rows
-            ],
+            cohort_size=size,
+            retention=_windows(p, size, active),
         )
 
     async def funnel(self, p: FunnelParams) -> Funnel:
@@ -350,11 +428,25 @@ class Analytics:
 
     async def active_users(self, p: ActiveUsersParams) -> ActiveUsers:
         with self._admitted() as deadline:
-            sources = await self._sources(
-                p.lookback_first, _after(p.days.last), p.segments, deadline, users=True
-            )
-            rows = await self._query(queries.active_users(p, sources), sources, deadline)
-        counts = {d: int(n) for d, n in rows}
+            found = None
+            if len(p.segments) <= 1:
+                seg = p.segments[0] if p.segments else None
+                found = await self._from_sets(
+                    p.lookback_first,
+                    _after(p.days.last),
+                    [dimension(seg)] if seg is not None else [],
+                    deadline,
+                    lambda by_day: rolling(
+                        day_users(by_day, seg), p.days.first, p.days.last, p.window
+                    ),
+                )
+            if found is None:
+                sources = await self._sources(
+                    p.lookback_first, _after(p.days.last), p.segments, deadline, users=True
+                )
+                rows = await self._query(queries.active_users(p, sources), sources, deadline)
+                found = {d: int(n) for d, n in rows}
+        counts = found
         return ActiveUsers(
             first=p.days.first,
             last=p.days.last,
@@ -366,61 +458,68 @@ class Analytics:
         )
 
     async def cohorts(self, p: CohortsParams) -> Cohorts:
+        starts = p.starts
         with self._admitted() as deadline:
-            sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
-            rows = await self._query(queries.cohorts(p, sources), sources, deadline)
-        found = {(int(c), int(w)): int(n) for c, w, n in rows}
-        cohorts = []
-        for c, start in enumerate(p.starts):
-            size = found.get((c, -1), 0)
-            one = p.cohort(start)
-            cohorts.append(
-                Cohort(
-                    start=start,
-                    cohort_size=size,
-                    retention=[
-                        RetentionWindow(
-                            window=w,
-                            start=one.window_start(w),
-                            active_users=found.get((c, w), 0),
-                            rate=_rate(found.get((c, w), 0), size),
-                        )
-                        for w in range(p.windows)
-                    ],
-                )
-            )
+            table = await self._cohort_table(starts, p, p.end, deadline)
+            if table is None:
+                sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
+                rows = await self._query(queries.cohorts(p, sources), sources, deadline)
+                found = {(int(c), int(w)): int(n) for c, w, n in rows}
+                table = [
+                    (found.get((c, -1), 0), [found.get((c, w), 0) for w in range(p.windows)])
+                    for c in range(len(starts))
+                ]
         return Cohorts(
             first=p.days.first,
             last=p.days.last,
             granularity=p.granularity,
             windows=p.windows,
             segments=segments_of(p.segments),
-            cohorts=cohorts,
+            cohorts=[
+                Cohort(
+                    start=start, cohort_size=size, retention=_windows(p.cohort(start), size, active)
+                )
+                for start, (size, active) in zip(starts, table, strict=True)
+            ],
         )
 
     async def dau_breakdown(
         self, days: DateRange, b: Breakdown, segments: tuple[Segment, ...]
     ) -> DauBreakdown:
+        dim = b.describe()
         with self._admitted() as deadline:
-            sources = await load_rows(
-                self._pool(),
-                self._lake,
-                days.first,
-                _after(days.last),
-                segments,
-                deadline=deadline,
-                properties=b.kind == "property",
-                mirror=self._mirror,
-            )
-            rows = await self._query(
-                queries.dau_breakdown(days, b, segments, sources), sources, deadline
-            )
-        values: dict[int, str] = {}
-        per_day: dict[int, dict[date, int]] = {}
-        for rank, value, day, n in rows:
-            values[int(rank)] = value
-            if day is not None:
-                per_day.setdefault(int(rank), {})[day] = int(n)
+            top = None
+            if not segments:
+                top = await self._from_sets(
+                    days.first,
+                    _after(days.last),
+                    [dim],
+                    deadline,
+                    lambda by_day: top_values(
+                        day_values(by_day, dim), days.first, days.last, b.limit
+                    ),
+                )
+            if top is None:
+                sources = await load_rows(
+                    self._pool(),
+                    self._lake,
+                    days.first,
+                    _after(days.last),
+                    segments,
+                    deadline=deadline,
+                    properties=b.kind == "property",
+                    mirror=self._mirror,
+                )
+                rows = await self._query(
+                    queries.dau_breakdown(days, b, segments, sources), sources, deadline
+                )
+                values: dict[int, str] = {}
+                per_day: dict[int, dict[date, int]] = {}
+                for rank, value, day, n in rows:
+                    values[int(rank)] = value
+                    if day is not None:
+                        per_day.setdefault(int(rank), {})[day] = int(n)
+                top = [(values[r], per_day.get(r, {})) for r in sorted(values)]
         return DauBreakdown(
             first=days.first,
             last=days.last,
@@ -429,13 +528,12 @@ class Analytics:
             limit=b.limit,
             series=[
                 Series(
-                    value=values[rank],
+                    value=value,
                     dau=[
-                        DayUsers(d, per_day.get(rank, {}).get(d, 0))
-                        for d in days_between(days.first, days.last)
+                        DayUsers(d, counts.get(d, 0)) for d in days_between(days.first, days.last)
                     ],
                 )
-                for rank in sorted(values)
+                for value, counts in top
             ],
         )
 
@@ -491,6 +589,13 @@ def unreadable_file(error: duckdb.Error, files: Sequence[str]) -> LakeUnreadable
     if len(named) == 1:
         return LakeUnreadable(named[0], first_line[:300])
     return None
+
+
+def _windows(p: RetentionParams, size: int, active: list[int]) -> list[RetentionWindow]:
+    return [
+        RetentionWindow(window=w, start=p.window_start(w), active_users=n, rate=_rate(n, size))
+        for w, n in enumerate(active)
+    ]
 
 
 def _rate(n: int, of: int) -> float:

@@ -28,6 +28,7 @@ PostgreSQL as before) until a later fill fits; checked again at most every ``ret
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -45,7 +46,18 @@ _SELECT = (
     "(extract(epoch FROM occurred_at) * 1000000)::bigint, user_id, event_type, "
     "properties::text FROM events"
 )
+_MAX_CHUNKS = 32
 _EMPTY = pa.table({n: pa.array([], t) for n, t in ROWS.items()})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Chunk:
+    """Hot rows of one day that arrived together: immutable, numbered in this process
+    (``analytics/user_sets.py`` indexes each once)."""
+
+    id: int
+    day: date
+    table: pa.Table
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,7 @@ class HotRows:
     """Every hot row visible in one snapshot (``ROWS`` columns, properties as JSON text)."""
 
     table: pa.Table
+    chunks: tuple[Chunk, ...] = ()
 
     def between(self, first: date, end: date) -> pa.Table:
         """Rows of days ``first <= day < end``."""
@@ -68,12 +81,12 @@ class HotRows:
 class _State:
     snapshot: str  # pg_snapshot text
     xmin: int
-    days: dict[date, pa.Table] = field(default_factory=dict)
+    days: dict[date, list[Chunk]] = field(default_factory=dict)
     files: dict[date, tuple[str, ...]] = field(default_factory=dict)  # lake files of those days
 
     @property
     def rows(self) -> int:
-        return sum(t.num_rows for t in self.days.values())
+        return sum(c.table.num_rows for chunks in self.days.values() for c in chunks)
 
 
 def _by_day(table: pa.Table) -> dict[date, pa.Table]:
@@ -92,6 +105,7 @@ class HotMirror:
         self._retry_s = retry_s
         self._state: _State | None = None
         self._off_until = 0.0
+        self._numbers = itertools.count()
         self.lock = asyncio.Lock()
 
     @property
@@ -112,15 +126,22 @@ class HotMirror:
             if total > self._max_rows:
                 return self._off()
             state = _State(snap, xmin)
-            state.days = _by_day(await copy_to_arrow(conn, _SELECT, columns=ROWS))
+            state.days = {
+                day: [self._chunk(day, rows)]
+                for day, rows in _by_day(await copy_to_arrow(conn, _SELECT, columns=ROWS)).items()
+            }
             state.files = await self._files(conn, list(state.days))
         else:
             state = await self._advance(conn, state, snap, xmin)
             if state.rows > self._max_rows:
                 return self._off()
         self._state = state
-        tables = [t for _, t in sorted(state.days.items())]
-        return HotRows(pa.concat_tables(tables) if tables else _EMPTY)
+        chunks = tuple(c for _, day_chunks in sorted(state.days.items()) for c in day_chunks)
+        tables = [c.table for c in chunks]
+        return HotRows(pa.concat_tables(tables) if tables else _EMPTY, chunks)
+
+    def _chunk(self, day: date, rows: pa.Table) -> Chunk:
+        return Chunk(next(self._numbers), day, rows)
 
     async def _advance(self, conn: asyncpg.Connection, old: _State, snap: str, xmin: int) -> _State:
         new = _State(snap, xmin, dict(old.days), dict(old.files))
@@ -155,9 +176,11 @@ class HotMirror:
             if again.num_rows:
                 added[day] = again
         for day, rows in added.items():
-            current = new.days.get(day)
-            new.days[day] = rows if current is None else pa.concat_tables([current, rows])
-        new.days = {d: t for d, t in new.days.items() if t.num_rows}
+            chunks = [*new.days.get(day, []), self._chunk(day, rows)]
+            if len(chunks) > _MAX_CHUNKS:  # many small deltas: one chunk, indexed once more
+                chunks = [self._chunk(day, pa.concat_tables([c.table for c in chunks]))]
+            new.days[day] = chunks
+        new.days = {d: chunks for d, chunks in new.days.items() if chunks}
         new.files = {d: files[d] for d in new.days if d in files}
         return new
 

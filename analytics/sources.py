@@ -39,7 +39,7 @@ from storage.days import day_start
 from storage.lake import FileStats, Lake, check_size, read_stats
 
 if TYPE_CHECKING:
-    from analytics.hot_mirror import HotMirror
+    from analytics.hot_mirror import HotMirror, HotRows
 
 USERS = {"day": pa.date32(), "user_id": pa.string()}
 COUNTS = {"event_type": pa.string(), "events": pa.int64()}
@@ -362,3 +362,28 @@ async def _mirrored(mirror: HotMirror | None, deadline: Deadline) -> AsyncIterat
         yield
     finally:
         mirror.lock.release()
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Lake files by day and the mirror's hot rows, of one snapshot (``analytics/user_sets.py``
+    indexes them); ``hot`` is None when the mirror is off."""
+
+    files: dict[date, list[str]]
+    hot: HotRows | None
+
+
+async def load_catalog(
+    pool: asyncpg.Pool, lake: Lake, first: date, end: date, *, deadline: Deadline, mirror: HotMirror
+) -> Catalog:
+    """Lake files of days ``first <= day < end`` (checked, by day) and the mirror's rows."""
+    async with _mirrored(mirror, deadline), snapshot(pool, deadline) as conn:
+        listed = await conn.fetch(
+            "SELECT path, day, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
+            first,
+            end,
+        )
+        files: dict[date, list[str]] = {}
+        for r, path in zip(listed, _checked(lake, listed), strict=True):
+            files.setdefault(r["day"], []).append(path)
+        return Catalog(files, await mirror.sync(conn))

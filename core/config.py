@@ -554,6 +554,14 @@ class Settings:
         "funnels (about 100 bytes each); past it they read PostgreSQL instead. 0: never.",
         _non_negative_int,
     )
+    user_index_users: int = setting(
+        "EVENTS_USER_INDEX_USERS",
+        "5000000",
+        "Distinct users each API process may number for its bitmaps of users per day and "
+        "value (analytics/user_sets.py; about 100 bytes each); past it queries count from "
+        "rows instead. 0: never.",
+        _non_negative_int,
+    )
     analytics_pool_size: int = setting(
         "EVENTS_ANALYTICS_POOL_SIZE",
         "2",

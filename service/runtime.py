@@ -93,6 +93,7 @@ class Runtime:
             timeout=settings.query_timeout,
             concurrency=settings.query_concurrency,
             mirror_rows=settings.hot_mirror_rows,
+            index_users=settings.user_index_users,
         )
 
     async def process_startup(self, scope: Any, event: Any) -> None:
