@@ -32,7 +32,7 @@ from analytics.answers import (
     Series,
     TopEvents,
 )
-from analytics.funnel import walk
+from analytics.funnel import from_events, walk
 from analytics.hot_mirror import HotMirror
 from analytics.limits import (
     Deadline,
@@ -235,6 +235,8 @@ class Analytics:
         dims: list[str],
         deadline: Deadline,
         compute: Callable[[dict[date, list[Any]]], T],
+        *,
+        types: tuple[str, ...] = (),
     ) -> T | None:
         """``compute`` over the user sets of days ``first <= day < end``, or None when the
         sets cannot answer (the mirror or the index is off, a dimension has too many values):
@@ -250,13 +252,15 @@ class Analytics:
         chunks = [c for c in hot.chunks if first <= c.day < end]
 
         def work() -> T:
-            return compute(self._sets.sources(catalog.files, chunks, dims, live=hot.chunks))
+            return compute(
+                self._sets.sources(catalog.files, chunks, dims, live=hot.chunks, types=types)
+            )
 
         try:
             return await asyncio.wait_for(
                 asyncio.get_running_loop().run_in_executor(None, work), deadline.remaining()
             )
-        except NotIndexed:
+        except (NotIndexed, ValueError):
             return None
         except TimeoutError:
             raise QueryTimeout("the query did not finish in time") from None
@@ -390,7 +394,27 @@ class Analytics:
         )
 
     async def funnel(self, p: FunnelParams) -> Funnel:
+        window_us = p.window_seconds * 1_000_000
         with self._admitted() as deadline:
+            found = None
+            if not p.segments:
+                found = await self._from_sets(
+                    p.days.first,
+                    _after(p.days.last),
+                    [],
+                    deadline,
+                    lambda by_day: from_events(
+                        {
+                            kind: [s.events[kind] for ss in by_day.values() for s in ss]
+                            for kind in dict.fromkeys(p.steps)
+                        },
+                        p.steps,
+                        window_us,
+                    ),
+                    types=tuple(dict.fromkeys(p.steps)),
+                )
+            if found is not None:
+                return self._funnel_answer(p, found)
             sources = await load_rows(
                 self._pool(),
                 self._lake,
@@ -406,10 +430,13 @@ class Analytics:
         for level, n, *_ in rows:
             if level >= 0:
                 users[level] += int(n)
-        window_us = p.window_seconds * 1_000_000
         tied = [(u, int(t), e) for level, _, u, t, e in rows if level < 0]
         for i, n in enumerate(walk(tied, p.steps, window_us)):
             users[i] += n
+        return self._funnel_answer(p, users)
+
+    @staticmethod
+    def _funnel_answer(p: FunnelParams, users: list[int]) -> Funnel:
         return Funnel(
             first=p.days.first,
             last=p.days.last,

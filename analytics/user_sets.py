@@ -36,6 +36,7 @@ from datetime import date
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyroaring import BitMap
 
@@ -61,8 +62,9 @@ class _Sets:
     day: date
     users: BitMap
     dims: dict[str, dict[str, BitMap] | None] = field(default_factory=dict)
-    properties: pa.ChunkedArray | None = None  # kept for dimensions asked for later
     columns: frozenset[str] = frozenset()
+    # Per event type: (user numbers, occurred_at in epoch microseconds), for funnels.
+    events: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _bitmap(keys: np.ndarray) -> BitMap:
@@ -159,10 +161,11 @@ class UserSets:
             cursor.close()
         return result.column("v").combine_chunks()
 
-    def _file(self, path: str, day: date, dims: Iterable[str]) -> _Sets:
+    def _file(self, path: str, day: date, dims: Iterable[str], types: Sequence[str]) -> _Sets:
         sets = self._files.get(path)
         wanted = [d for d in dims if sets is None or d not in sets.dims]
-        if sets is not None and not wanted:
+        kinds = [k for k in types if sets is None or k not in sets.events]
+        if sets is not None and not wanted and not kinds:
             self._files.move_to_end(path)
             return sets
         try:
@@ -176,6 +179,8 @@ class UserSets:
                     key = d.split(".")[1:]
                     column = f"p:{key[0]}"
                     columns.append(column if len(key) == 1 and column in names else "properties")
+            if kinds:
+                columns += [EVENT_TYPE, "occurred_at"]
             table = pq.read_table(path, columns=list(dict.fromkeys(columns)))
         except FileNotFoundError:
             raise LakeUnreadable(path, "missing") from None
@@ -189,9 +194,20 @@ class UserSets:
                 self._files.popitem(last=False)
         for d in wanted:
             self._dimension(sets, numbers, d, table)
+        if kinds:
+            self._events(sets, table, kinds)
         return sets
 
-    def _chunk(self, chunk: Chunk, dims: Iterable[str]) -> _Sets:
+    def _events(self, sets: _Sets, table: pa.Table, types: Sequence[str]) -> None:
+        """Each wanted type's (user numbers, times) of a source, kept for later funnels."""
+        numbers = self._numbers(table.column("user_id"))
+        kinds = table.column(EVENT_TYPE).combine_chunks()
+        times = table.column("occurred_at").combine_chunks().cast(pa.int64()).to_numpy()
+        for kind in types:
+            mask = pc.equal(kinds, pa.scalar(kind)).to_numpy(zero_copy_only=False)
+            sets.events[kind] = (numbers[mask], times[mask])
+
+    def _chunk(self, chunk: Chunk, dims: Iterable[str], types: Sequence[str]) -> _Sets:
         sets = self._chunks.get(chunk.id)
         numbers = None
         if sets is None:
@@ -201,6 +217,9 @@ class UserSets:
         for d in dims:
             if d not in sets.dims:
                 self._dimension(sets, numbers, d, chunk.table)
+        kinds = [k for k in types if k not in sets.events]
+        if kinds:
+            self._events(sets, chunk.table, kinds)
         return sets
 
     @property
@@ -222,6 +241,7 @@ class UserSets:
         dims: Sequence[str],
         *,
         live: Iterable[Chunk] = (),
+        types: Sequence[str] = (),
     ) -> dict[date, list[_Sets]]:
         """The indexed sources of every day, built where missing (call in a thread);
         ``live``: every chunk the mirror still holds (the others' sets are let go)."""
@@ -230,9 +250,9 @@ class UserSets:
                 raise NotIndexed("the user index is off")
             by_day: dict[date, list[_Sets]] = {}
             for day, paths in files.items():
-                by_day.setdefault(day, []).extend(self._file(p, day, dims) for p in paths)
+                by_day.setdefault(day, []).extend(self._file(p, day, dims, types) for p in paths)
             for chunk in chunks:
-                by_day.setdefault(chunk.day, []).append(self._chunk(chunk, dims))
+                by_day.setdefault(chunk.day, []).append(self._chunk(chunk, dims, types))
             keep = {c.id for c in chunks} | {c.id for c in live}
             for gone in [k for k in self._chunks if k not in keep]:
                 del self._chunks[gone]
