@@ -613,10 +613,15 @@ def generate(seed: int = 12) -> Dataset:
         ("f-straddle", "add_to_cart", datetime(2025, 3, 11, 0, 20, tzinfo=UTC)),
         # the first step in a day that is compacted, the second sent late (below)
         ("f-late", "view_item", datetime(2025, 3, 5, 8, tzinfo=UTC)),
+        # a tie between a compacted event and a late one (below)
+        ("f-late-tie", "view_item", datetime(2025, 3, 6, 23, 0, 0, 5, tzinfo=UTC)),
     ]
     for user, type_, at in cases:
         tz = plus3 if at.hour >= 21 else minus5 if at.hour < 5 else r.choice(OFFSETS)
         first_load.append(g.wire(user, type_, at, {"country": "UA"}, tz))
+    # a tie that only exists without a segment: view_item,view_item with country UA is 1 step
+    for country in ("UA", "PL"):
+        first_load.append(g.wire("f-tie-seg", "view_item", t0, {"country": country}))
 
     # properties.plan with ties (see PLAN_TIES), all inside 03-01..03-14.
     plan_users = [u for u in user_ids if u != 7007]
@@ -659,6 +664,13 @@ def generate(seed: int = 12) -> Dataset:
     # Late: sent after days up to 03-10 were compacted.
     late: list[Wire] = [
         g.wire("f-late", "add_to_cart", datetime(2025, 3, 5, 8, 30, tzinfo=UTC), {"country": "UA"}),
+        g.wire(
+            "f-late-tie",
+            "view_item",
+            datetime(2025, 3, 6, 23, 0, 0, 5, tzinfo=UTC),
+            {"country": "UA"},
+            OFFSETS[1],
+        ),
         # moves a user's first event ever earlier (cohorts, retention)
         g.wire("u03", "login", g.instant(date(2025, 2, 25))),
         g.wire("late-new", "purchase", g.instant(date(2025, 3, 2)), {"country": "UA"}),

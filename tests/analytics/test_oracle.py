@@ -299,6 +299,7 @@ FUNNEL_PARAMS: list[tuple[str, list[str], int | None, date, date, list[Segment]]
     ("2-steps-1h-ua", ["view_item", "add_to_cart"], 3600, F, T, [UA]),
     ("reverse-1d", ["add_to_cart", "view_item"], 86400, F, T, []),
     ("repeat-60s", ["view_item", "view_item"], 60, F, T, []),
+    ("repeat-1s-ua", ["view_item", "view_item"], 1, F, T, [UA]),
     ("repeat-3-1s", ["view_item", "view_item", "view_item"], 1, F, T, []),
     ("repeat-3-week", ["view_item", "view_item", "view_item"], 604800, F, T, []),
     ("aba-1h", ["view_item", "add_to_cart", "view_item"], 3600, F, T, []),
@@ -500,6 +501,8 @@ V, A, P = "view_item", "add_to_cart", "purchase"
         ("f-long", TYPES[:5] * 2, 63 * 60 - 1, 9),
         ("f-straddle", [V, A], 1800, 2),
         ("f-late", [V, A], 1800, 2),
+        ("f-late-tie", [V, V], 1, 2),
+        ("f-tie-seg", [V, V], 1, 2),
     ],
 )
 def test_the_oracle_funnel_on_hand_made_cases(
@@ -519,6 +522,11 @@ def test_the_oracle_funnel_range_and_dedupe() -> None:
     assert not {"ghost", "intruder"} & {e.user for e in ORACLE.events}
     assert not any(e.properties.get("country") == "XX" for e in ORACLE.events)
     assert len(ORACLE.events) < len(DATASET.sent)
+    # f-tie-seg's tie is of a UA and a PL event.
+    tie_seg = [e for e in ORACLE.events if e.user == "f-tie-seg"]
+    assert (
+        ORACLE.funnel_depth([e for e in tie_seg if e.properties["country"] == "UA"], [V, V], 1) == 1
+    )
 
 
 def test_the_oracle_plan_ties() -> None:
