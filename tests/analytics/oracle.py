@@ -575,6 +575,10 @@ def generate(seed: int = 12) -> Dataset:
         # one microsecond less than the window
         ("f-edge-under", "view_item", datetime(2025, 3, 7, 10, 0, tzinfo=UTC)),
         ("f-edge-under", "add_to_cart", datetime(2025, 3, 7, 10, 59, 59, 999_999, tzinfo=UTC)),
+        # a tie (so the exact walk, not the ASOF joins) and a step exactly the window later
+        ("f-tie-edge", "view_item", datetime(2025, 3, 8, 22, 0, 0, 999_999, tzinfo=UTC)),
+        ("f-tie-edge", "view_item", datetime(2025, 3, 8, 22, 0, 0, 999_999, tzinfo=UTC)),
+        ("f-tie-edge", "add_to_cart", datetime(2025, 3, 8, 23, 0, 0, 999_999, tzinfo=UTC)),
         # the wrong order only
         ("f-order", "add_to_cart", t0),
         ("f-order", "view_item", t0 + us),

@@ -193,6 +193,10 @@ async def check(service: Service, cases: Sequence[Case]) -> None:
 UA: Segment = ("properties.country", "UA")
 IOS: Segment = ("properties.device.os", "iOS")
 PURCHASE: Segment = ("event_type", "purchase")
+# Segments that PostgreSQL's jsonb containment matches more widely than the text test
+# (17.0 = 17 as numbers; an object contains one with fewer keys): hot rows need the exact test.
+INT17: Segment = ("properties.n", "17")
+IOS_ONLY: Segment = ("properties.device", '{"os":"iOS"}')
 SEGMENT_SETS: list[tuple[str, list[Segment]]] = [
     ("none", []),
     ("type", [PURCHASE]),
@@ -312,6 +316,9 @@ FUNNEL_PARAMS: list[tuple[str, list[str], int | None, date, date, list[Segment]]
     ("seg-type-repeat", ["view_item", "view_item"], 604800, F, T, [("event_type", "view_item")]),
     ("seg-nested", ["view_item", "add_to_cart"], 604800, F, T, [IOS]),
     ("seg-two", ["app_open", "view_item"], 86400, F, T, [UA, ("properties.device.v", "17")]),
+    ("seg-int-not-float", ["app_open", "view_item"], 604800, F, T, [INT17]),
+    ("seg-object", ["view_item", "add_to_cart"], 604800, F, T, [IOS_ONLY]),
+    ("seg-object-aab", ["view_item", "view_item", "add_to_cart"], 86400, F, T, [IOS_ONLY]),
     ("range-edge", ["view_item", "add_to_cart"], 3600, date(2025, 2, 28), date(2025, 3, 5), []),
     ("range-short", ["view_item", "add_to_cart"], 7200, date(2025, 3, 5), date(2025, 3, 6), []),
     ("unknown-step", ["view_item", "no_such_type"], 604800, F, T, []),
@@ -360,6 +367,8 @@ ACTIVE_PARAMS: list[tuple[int | None, date, date, list[Segment]]] = [
     (30, F, T, [UA, IOS]),
     (2, F, T, [("properties.price", "9.99")]),
     (90, LAST_DAY, LAST_DAY + timedelta(5), []),
+    (7, F, T, [INT17]),
+    (3, F, T, [IOS_ONLY]),
 ]
 ACTIVE_CASES = [
     Case(
@@ -378,6 +387,8 @@ COHORT_PARAMS: list[tuple[date, date, int | None, str, list[Segment]]] = [
     (FIRST_DAY, LAST_DAY, 3, "week", [("event_type", "login")]),
     (date(2025, 3, 3), date(2025, 3, 3), 1, "day", []),
     (date(2025, 3, 2), date(2025, 3, 10), 4, "day", [UA]),
+    (FIRST_DAY, LAST_DAY, 2, "day", [INT17]),
+    (FIRST_DAY, LAST_DAY, 2, "week", [IOS_ONLY]),
 ]
 COHORT_CASES = [
     Case(
@@ -412,6 +423,8 @@ BREAKDOWN_PARAMS: list[tuple[str, int | None, date, date, list[Segment]]] = [
     ("properties.ab-test", 100, F, T, []),
     ("properties.ab-test.on", 100, FIRST_DAY, LAST_DAY, []),
     ("properties.no_such_key", 10, F, T, []),
+    ("event_type", 100, F, T, [INT17]),
+    ("properties.country", 100, F, T, [IOS_ONLY]),
 ]
 BREAKDOWN_CASES = [
     Case(
@@ -485,6 +498,9 @@ V, A, P = "view_item", "add_to_cart", "purchase"
         ("f-edge-out", [V, A], 3600, 1),
         ("f-edge-out", [V, A], 3601, 2),
         ("f-edge-under", [V, A], 3600, 2),
+        ("f-tie-edge", [V, A], 3600, 2),
+        ("f-tie-edge", [V, V, A], 3600, 3),
+        ("f-tie-edge", [V, V, A], 3599, 2),
         ("f-order", [V, A], 604800, 1),
         ("f-order", [A, V], 1, 2),
         ("f-later-start", [V, A], 3600, 2),
