@@ -623,6 +623,17 @@ def generate(seed: int = 12) -> Dataset:
     for user, type_, at in cases:
         tz = plus3 if at.hour >= 21 else minus5 if at.hour < 5 else r.choice(OFFSETS)
         first_load.append(g.wire(user, type_, at, {"country": "UA"}, tz))
+    # exactly at UTC midnights (written in other offsets), and a microsecond before
+    midnight = datetime(2025, 3, 1, tzinfo=UTC)
+    for user, type_, at, tz in [
+        ("d-midnight", "view_item", midnight, minus5),  # 2025-02-28T19:00:00-05:00
+        ("d-midnight", "add_to_cart", midnight - us, plus3),  # 02-28 (UTC), 03-01 local
+        ("d-midnight", "add_to_cart", datetime(2025, 3, 15, tzinfo=UTC) - us, plus3),
+        ("d-midnight", "purchase", datetime(2025, 3, 15, tzinfo=UTC), minus5),
+        ("d-midnight", "view_item", datetime(2025, 3, 11, tzinfo=UTC), UTC),  # first hot day
+        ("d-midnight", "add_to_cart", datetime(2025, 3, 11, tzinfo=UTC) - us, UTC),
+    ]:
+        first_load.append(g.wire(user, type_, at, {"country": "PL"}, tz))
     # a tie that only exists without a segment: view_item,view_item with country UA is 1 step
     for country in ("UA", "PL"):
         first_load.append(g.wire("f-tie-seg", "view_item", t0, {"country": country}))

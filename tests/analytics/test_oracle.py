@@ -244,6 +244,18 @@ DAU_CASES = [
         lambda o: o.dau(date(2025, 3, 6), date(2025, 3, 6), [IOS]),
     ),
     Case(
+        "dau-same-segment-twice",
+        "/stats/dau",
+        [*rng(F, T), *seg_params([IOS, IOS])],
+        lambda o: o.dau(F, T, [IOS, IOS]),
+    ),
+    Case(
+        "dau-midnights",
+        "/stats/dau",
+        [*rng(date(2025, 2, 28), date(2025, 3, 1)), *seg_params([("properties.country", "PL")])],
+        lambda o: o.dau(date(2025, 2, 28), date(2025, 3, 1), [("properties.country", "PL")]),
+    ),
+    Case(
         "dau-shorthand",
         "/stats/dau",
         [*rng(F, T), ("properties.device.os", "Android"), ("event_type", "view_item")],
@@ -322,6 +334,9 @@ FUNNEL_PARAMS: list[tuple[str, list[str], int | None, date, date, list[Segment]]
     ("range-edge", ["view_item", "add_to_cart"], 3600, date(2025, 2, 28), date(2025, 3, 5), []),
     ("range-short", ["view_item", "add_to_cart"], 7200, date(2025, 3, 5), date(2025, 3, 6), []),
     ("unknown-step", ["view_item", "no_such_type"], 604800, F, T, []),
+    ("same-segment-twice", ["view_item", "add_to_cart"], 3600, F, T, [UA, UA]),
+    ("366-days", ["view_item", "add_to_cart"], 7776000, date(2024, 3, 14), T, []),
+    ("midnight", ["add_to_cart", "view_item"], 1, date(2025, 2, 28), date(2025, 3, 1), []),
     ("nobody", ["no_such_type", "view_item"], 604800, F, T, []),
 ]
 
@@ -351,6 +366,12 @@ FUNNEL_CASES = [
         lambda o: o.funnel(["view_item", "promo,click"], F, T, 7776000),
     ),
     Case(
+        "funnel-shorthand",
+        "/stats/funnel",
+        [*rng(F, T), ("steps", "view_item,add_to_cart"), ("properties.country", "UA")],
+        lambda o: o.funnel(["view_item", "add_to_cart"], F, T, 604800, [UA]),
+    ),
+    Case(
         "funnel-repeated-parameter-3",
         "/stats/funnel",
         [*rng(F, T), ("steps", "app_open"), ("steps", "app_open"), ("steps", "purchase")],
@@ -368,6 +389,8 @@ ACTIVE_PARAMS: list[tuple[int | None, date, date, list[Segment]]] = [
     (2, F, T, [("properties.price", "9.99")]),
     (90, LAST_DAY, LAST_DAY + timedelta(5), []),
     (7, F, T, [INT17]),
+    (90, date(2024, 3, 14), T, []),  # 366 days, looking back 89 more
+    (1, date(2025, 2, 28), date(2025, 3, 1), [("properties.country", "PL")]),
     (3, F, T, [IOS_ONLY]),
 ]
 ACTIVE_CASES = [
@@ -388,6 +411,7 @@ COHORT_PARAMS: list[tuple[date, date, int | None, str, list[Segment]]] = [
     (date(2025, 3, 3), date(2025, 3, 3), 1, "day", []),
     (date(2025, 3, 2), date(2025, 3, 10), 4, "day", [UA]),
     (FIRST_DAY, LAST_DAY, 2, "day", [INT17]),
+    (date(2024, 3, 14), T, 2, "week", []),  # 366 days
     (FIRST_DAY, LAST_DAY, 2, "week", [IOS_ONLY]),
 ]
 COHORT_CASES = [
@@ -424,6 +448,8 @@ BREAKDOWN_PARAMS: list[tuple[str, int | None, date, date, list[Segment]]] = [
     ("properties.ab-test.on", 100, FIRST_DAY, LAST_DAY, []),
     ("properties.no_such_key", 10, F, T, []),
     ("event_type", 100, F, T, [INT17]),
+    ("event_type", 100, date(2024, 3, 14), T, [UA, UA]),  # 366 days; a segment twice
+    ("event_type", 10, date(2025, 3, 1), date(2025, 3, 1), [("properties.country", "PL")]),
     ("properties.country", 100, F, T, [IOS_ONLY]),
 ]
 BREAKDOWN_CASES = [
@@ -583,17 +609,28 @@ PATHS = [
 async def test_the_oracle_text_is_duckdbs_over_jsonb(db: asyncpg.Connection) -> None:
     """For every document of the dataset: PostgreSQL's jsonb text of it, read by DuckDB's
     json_extract_string at every path used, equals the oracle's text."""
-    docs = {json.dumps(e.properties, sort_keys=True): e.properties for e in ORACLE.events}
+    docs = list(
+        {json.dumps(e.properties, sort_keys=True): e.properties for e in ORACLE.events}.values()
+    )
+    texts = await db.fetchval(
+        "SELECT array_agg(d::jsonb::text ORDER BY n) "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS u(d, n)",
+        [json.dumps(d) for d in docs],
+    )
+    for doc, stored in zip(docs, texts, strict=True):
+        assert stored == jsonb_like(doc)  # the key order and number text the oracle assumes
     con = duckdb.connect()
     try:
-        for doc in docs.values():
-            stored = await db.fetchval("SELECT $1::jsonb::text", json.dumps(doc))
-            assert stored == jsonb_like(doc)  # the key order and number text the oracle assumes
-            for path in PATHS:
-                jpath = "$." + ".".join(f'"{p}"' for p in path)
-                duck = con.execute("SELECT json_extract_string(?, ?)", [stored, jpath]).fetchone()
-                assert duck is not None
-                assert duck[0] == extract(doc, path), (stored, path)
+        for path in PATHS:
+            jpath = "$." + ".".join(f'"{p}"' for p in path)
+            found = con.execute(
+                "SELECT list(json_extract_string(d, $2) ORDER BY n) "
+                "FROM unnest($1) WITH ORDINALITY AS u(d, n)",
+                [texts, jpath],
+            ).fetchone()
+            assert found is not None
+            for doc, stored, text in zip(docs, texts, found[0], strict=True):
+                assert text == extract(doc, path), (stored, path)
     finally:
         con.close()
 
@@ -619,6 +656,7 @@ def test_duck_double_is_duckdbs(x: float) -> None:
 # Bad parameters of the new endpoints, and the read scope.
 
 R = "from=2025-03-01&to=2025-03-14"
+TOO_LONG = "from=2024-03-13&to=2025-03-14"  # 367 days
 ELEVEN = ",".join(["view_item"] * 11)
 
 
@@ -637,6 +675,11 @@ ELEVEN = ",".join(["view_item"] * 11)
         ("/stats/funnel", "to=2025-03-14&steps=a,b", "from"),
         ("/stats/funnel", "from=2025-03-14&to=2025-03-01&steps=a,b", "from"),
         ("/stats/funnel", f"{R}&steps=a,b&segment=user_id:1", "segment"),
+        ("/stats/funnel", f"{R}&steps=a,b&window=1&window=2", "window"),
+        ("/stats/funnel", f"{TOO_LONG}&steps=a,b", "to"),
+        ("/stats/active-users", TOO_LONG, "to"),
+        ("/stats/dau", f"{TOO_LONG}&breakdown=event_type", "to"),
+        ("/stats/retention/cohorts", TOO_LONG, "to"),
         ("/stats/active-users", f"{R}&window=0", "window"),
         ("/stats/active-users", f"{R}&window=91", "window"),
         ("/stats/active-users", f"{R}&window=seven", "window"),
@@ -659,7 +702,7 @@ async def test_bad_parameters_are_400(
     client: testing.ASGIConductor, path: str, query: str, parameter: str
 ) -> None:
     result = await client.simulate_get(path, query_string=query)
-    assert result.status_code == 400, result.text
+    assert result.status_code == 400, result.text[:300]
     assert result.json["error"]["code"] == "invalid_parameter"
     assert result.json["error"]["parameter"] == parameter
 
