@@ -298,10 +298,10 @@ class Breakdown:
 
 def parse_breakdown(params: Mapping[str, str | list[str]]) -> Breakdown | None:
     name, raw = first_of(params, "breakdown")
+    limit = parse_int(params, "limit", 10, 1, MAX_BREAKDOWN_LIMIT)  # checked even unused
     if raw is None:
         return None
     key = raw.strip()
-    limit = parse_int(params, "limit", 10, 1, MAX_BREAKDOWN_LIMIT)
     if key == "event_type":
         return Breakdown("event_type", (), limit)
     found = _segment_for(key, "", name) if key.startswith("properties.") else None

@@ -257,11 +257,17 @@ def map_case(context: HookContext, case: Case) -> Case:
             _without_excluded_uuids(case)
             _within_years_1_to_9999(case)
         if isinstance(case.query, dict):
-            if path in ("/stats/dau", "/stats/top-events"):
+            if path in (
+                "/stats/dau",
+                "/stats/top-events",
+                "/stats/funnel",
+                "/stats/active-users",
+                "/stats/retention/cohorts",
+            ):
                 _fit_range(case.query)
             if path.startswith("/stats/"):
                 _fit_segments(case.query)
-            if path == "/stats/retention":
+            if path in ("/stats/retention", "/stats/retention/cohorts"):
                 _fit_windows(case.query)
     if case.operation.label == "POST /events":
         _own_idempotency_key(case)  # last: the digest is of what is sent
