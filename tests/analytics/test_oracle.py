@@ -259,6 +259,9 @@ SEGMENT_SETS: list[tuple[str, list[Segment]]] = [
     ("combined-3", [UA, ("properties.device.os", "Android"), ("event_type", "view_item")]),
 ]
 
+ALIAS_RANGE = (date(2025, 3, 2), date(2025, 3, 12))
+ALIASES = [("from_date", "2025-03-02"), ("to_date", "2025-03-12")]
+
 DAU_CASES = [
     Case(
         f"dau-{name}",
@@ -409,6 +412,12 @@ FUNNEL_CASES = [
         lambda o: o.funnel(["view_item", "add_to_cart"], F, T, 604800, [UA]),
     ),
     Case(
+        "funnel-aliases",
+        "/stats/funnel",
+        [*ALIASES, ("steps", "app_open,view_item"), ("window", "86400")],
+        lambda o: o.funnel(["app_open", "view_item"], *ALIAS_RANGE, 86400),
+    ),
+    Case(
         "funnel-repeated-parameter-3",
         "/stats/funnel",
         [*rng(F, T), ("steps", "app_open"), ("steps", "app_open"), ("steps", "purchase")],
@@ -439,6 +448,14 @@ ACTIVE_CASES = [
     )
     for n, first, last, segs in ACTIVE_PARAMS
 ]
+ACTIVE_CASES += [
+    Case(
+        "active-aliases",
+        "/stats/active-users",
+        [*ALIASES, ("window", "3")],
+        lambda o: o.active_users(*ALIAS_RANGE, 3),
+    ),
+]
 
 COHORT_PARAMS: list[tuple[date, date, int | None, str, list[Segment]]] = [
     (FIRST_DAY, LAST_DAY, None, "day", []),
@@ -462,6 +479,14 @@ COHORT_CASES = [
         lambda o, a=(first, last, w or 3, g, segs): o.cohorts(*a),  # type: ignore[misc]
     )
     for first, last, w, g, segs in COHORT_PARAMS
+]
+COHORT_CASES += [
+    Case(
+        "cohorts-aliases",
+        "/stats/retention/cohorts",
+        [*ALIASES, ("windows", "2"), ("granularity", "day")],
+        lambda o: o.cohorts(*ALIAS_RANGE, 2, "day"),
+    ),
 ]
 
 BREAKDOWN_PARAMS: list[tuple[str, int | None, date, date, list[Segment]]] = [
@@ -500,6 +525,14 @@ BREAKDOWN_CASES = [
         lambda o, a=(first, last, field, limit or 10, segs): o.dau_breakdown(*a),  # type: ignore[misc]
     )
     for field, limit, first, last, segs in BREAKDOWN_PARAMS
+]
+BREAKDOWN_CASES += [
+    Case(
+        "breakdown-aliases",
+        "/stats/dau",
+        [*ALIASES, ("breakdown", "properties.device.os"), ("limit", "2")],
+        lambda o: o.dau_breakdown(*ALIAS_RANGE, "properties.device.os", 2),
+    ),
 ]
 
 
