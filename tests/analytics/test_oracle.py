@@ -142,17 +142,37 @@ class Service:
     client: testing.ASGIConductor
 
 
-@pytest.fixture(params=STATES)
+# How the API process answers: from its bitmaps of users over its mirror of the hot rows
+# (the default); from rows, with the mirror but the user index turned off (it meets more
+# than 20 users in the first query); from rows read from PostgreSQL, neither kept.
+WAYS: dict[str, dict[str, int]] = {
+    "": {},
+    "-no-index": {"user_index_users": 20},
+    "-no-mirror": {"hot_mirror_rows": 0, "user_index_users": 0},
+}
+
+
+@pytest.fixture(
+    params=[
+        ("hot", ""),
+        ("split", ""),
+        ("cold", ""),
+        ("split", "-no-index"),
+        ("split", "-no-mirror"),
+    ],
+    ids=lambda p: f"{p[0]}{p[1]}",
+)
 async def service(
     request: pytest.FixtureRequest,
     settings: Settings,
     stored_states: dict[str, tuple[str, str]],
 ) -> AsyncIterator[Service]:
     """The app, over the dataset stored in one of the three states."""
-    url, lake_dir = stored_states[request.param]
-    s = settings.with_overrides(database_url=url, lake_dir=lake_dir)
+    state, way = request.param
+    url, lake_dir = stored_states[state]
+    s = settings.with_overrides(database_url=url, lake_dir=lake_dir, **WAYS[way])
     async with testing.ASGIConductor(create_app(s), headers={"X-API-Key": API_KEY}) as c:
-        yield Service(request.param, c)
+        yield Service(state + way, c)
 
 
 # ---------------------------------------------------------------------------------------
