@@ -653,7 +653,8 @@ def generate(seed: int = 12) -> Dataset:
     for user, value in holders:
         for _ in range(r.choice([1, 2, 3])):  # several events of one user count once
             day = date(2025, 3, 1) + timedelta(days=r.randrange(14))
-            first_load.append(g.wire(user, "app_open", g.instant(day), {"plan": value}))
+            props = {"plan": value, "src": "ads"}
+            first_load.append(g.wire(user, "app_open", g.instant(day), props))
     # A nested object as a segment value and as a breakdown value, keys in both orders.
     for user in ("u01", "u02"):
         for props in ({"device": {"os": "iOS", "v": 17}}, {"device": {"v": 17, "os": "iOS"}}):

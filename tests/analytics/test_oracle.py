@@ -353,6 +353,7 @@ RETENTION_PARAMS: list[tuple[date, int, str, list[Segment]]] = [
     (date(2025, 3, 5), 3, "day", [("event_type", "login")]),
     (FIRST_DAY, 3, "week", [UA]),
     (date(2025, 3, 9), 4, "day", [("properties.price", "9.99")]),
+    (date(2025, 2, 25), 3, "week", [UA, ("properties.device.os", "iOS")]),
 ]
 RETENTION_CASES = [
     Case(
@@ -487,6 +488,7 @@ COHORT_PARAMS: list[tuple[date, date, int | None, str, list[Segment]]] = [
     (FIRST_DAY, LAST_DAY, 2, "day", [INT17]),
     (date(2024, 3, 14), T, 2, "week", []),  # 366 days
     (FIRST_DAY, LAST_DAY, 2, "week", [IOS_ONLY]),
+    (FIRST_DAY, LAST_DAY, 3, "day", [UA, ("event_type", "app_open")]),
 ]
 COHORT_CASES = [
     Case(
@@ -514,6 +516,7 @@ BREAKDOWN_PARAMS: list[tuple[str, int | None, date, date, list[Segment]]] = [
     ("event_type", 2, F, T, []),
     ("event_type", 100, FIRST_DAY, LAST_DAY, [UA]),
     ("properties.plan", 4, F, T, []),  # the limit cuts among ties
+    ("properties.plan", 4, F, T, [("event_type", "app_open"), ("properties.src", "ads")]),
     ("properties.plan", 1, F, T, []),
     ("properties.plan", 100, F, T, []),
     ("properties.plan", 3, date(2025, 3, 3), date(2025, 3, 9), []),
