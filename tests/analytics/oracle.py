@@ -458,10 +458,13 @@ def at_offset(at: datetime, tz: timezone) -> str:
 
 @dataclass
 class Dataset:
-    """What is sent, in order: the first load's batches, then the late ones."""
+    """What is sent, in order: the first load's batches, then the late ones (``sent``);
+    ``more`` and ``after`` only for the test that follows one app through every state."""
 
     initial: list[list[Wire]] = field(default_factory=list)
     late: list[list[Wire]] = field(default_factory=list)
+    more: list[Wire] = field(default_factory=list)
+    after: list[Wire] = field(default_factory=list)
 
     @property
     def sent(self) -> list[Wire]:
@@ -650,7 +653,8 @@ def generate(seed: int = 12) -> Dataset:
     for user, value in holders:
         for _ in range(r.choice([1, 2, 3])):  # several events of one user count once
             day = date(2025, 3, 1) + timedelta(days=r.randrange(14))
-            first_load.append(g.wire(user, "app_open", g.instant(day), {"plan": value}))
+            props = {"plan": value, "src": "ads"}
+            first_load.append(g.wire(user, "app_open", g.instant(day), props))
     # A nested object as a segment value and as a breakdown value, keys in both orders.
     for user in ("u01", "u02"):
         for props in ({"device": {"os": "iOS", "v": 17}}, {"device": {"v": 17, "os": "iOS"}}):
@@ -711,4 +715,22 @@ def generate(seed: int = 12) -> Dataset:
             )
         )
     r.shuffle(late)
-    return Dataset(initial=batches, late=[late])
+
+    # More for compacted days, written with a hot window that covers them again: the writer
+    # gives those days partitions, and moves their late rows out of the default partition.
+    more = [
+        g.wire("f-more", "view_item", datetime(2025, 3, 5, 9, tzinfo=UTC), {"country": "UA"}),
+        g.wire("f-more", "add_to_cart", datetime(2025, 3, 5, 9, 10, tzinfo=UTC), {"country": "UA"}),
+        g.wire("u04", "purchase", g.instant(date(2025, 2, 26)), {"device": {"os": "iOS"}}),
+    ]
+    # After everything was compacted: a new hot day, a late event, resends (one changed).
+    sent_so_far = [e for b in [*batches, late] for e in b]
+    after = [
+        g.wire("f-after", "view_item", datetime(2025, 3, 15, tzinfo=UTC) - us, tz=plus3),
+        g.wire("f-after", "add_to_cart", datetime(2025, 3, 15, tzinfo=UTC), tz=minus5),
+        g.wire("f-after", "purchase", g.instant(date(2025, 3, 3))),
+        g.wire("u09", "app_open", g.instant(date(2025, 3, 14)), {"plan": "b"}),
+        *(dict(e) for e in r.sample(sent_so_far, 2)),
+        *(dict(e, user_id="ghost", event_type="login") for e in r.sample(sent_so_far, 3)),
+    ]
+    return Dataset(initial=batches, late=[late], more=more, after=after)
