@@ -118,8 +118,11 @@ class HotMirror:
         """
         if not self.enabled:
             return None
-        snap = await conn.fetchval("SELECT pg_current_snapshot()::text")
-        xmin = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+        row = await conn.fetchrow(
+            "SELECT pg_current_snapshot()::text AS snap, "
+            "pg_snapshot_xmin(pg_current_snapshot())::text AS xmin"
+        )
+        snap, xmin = row["snap"], int(row["xmin"])
         state = self._state
         if state is None:
             total = await conn.fetchval("SELECT count(*) FROM events")
@@ -131,7 +134,8 @@ class HotMirror:
                 for day, rows in _by_day(await copy_to_arrow(conn, _SELECT, columns=ROWS)).items()
             }
             state.files = await self._files(conn, list(state.days))
-        else:
+        elif snap != state.snapshot:
+            # (The same snapshot sees the same rows: nothing was committed or begun since.)
             state = await self._advance(conn, state, snap, xmin)
             if state.rows > self._max_rows:
                 return self._off()
