@@ -71,8 +71,11 @@ def from_events(
 
     PERF: one sorted uint64 key per event, user number in the high bits and time in the low
     ones; each step is then one ``searchsorted`` of the chains so far into the next type's
-    keys: the first key after, which is the user's next event of that type, strictly later
-    (users with two step events at one moment are walked exactly instead, as in the SQL).
+    keys: the first key after, which is the user's next event of that type, strictly later.
+    Without equal moments, the earliest later event is the best next step. A user with a
+    next-step candidate at the very moment of a chain's last event is walked exactly
+    (``walk``) instead: without such a tie along any chain, the strict choices are the best
+    ones, and no event is used twice.
     Raises ``ValueError`` when the keys would not fit 63 bits.
     """
     users_of: dict[str, np.ndarray] = {}
@@ -101,8 +104,37 @@ def from_events(
         kind: np.sort((users_of[kind] << shift) | (times_of[kind] - t_min).astype(np.uint64))
         for kind in users_of
     }
-    merged = np.sort(np.concatenate(list(keys.values())))
-    tied = np.unique(merged[1:][merged[1:] == merged[:-1]] >> shift)
+    # The chains from every first-step event, one step at a time. A tie (the user has a
+    # next-step event at the very moment of the chain's last one) makes the strict rule
+    # wrong for that user: such users are set aside and walked exactly.
+    chain = keys[steps[0]]
+    start = chain & mask
+    reached_by: list[np.ndarray] = [chain >> shift]
+    tied_parts: list[np.ndarray] = []
+    for i, step in enumerate(steps[1:], 1):
+        following = keys[step]
+        if not len(chain) or not len(following):
+            reached_by.extend(np.zeros(0, np.uint64) for _ in range(len(steps) - i))
+            break
+        n = len(following)
+        at = np.searchsorted(following, chain, side="left")
+        if step == steps[i - 1]:
+            at = at + 1  # past the chain's own event (an equal key after it is a tie)
+        inside = at < n
+        found = following[np.minimum(at, n - 1)]
+        equal = inside & (found == chain)
+        if equal.any():
+            tied_parts.append(chain[equal] >> shift)
+        found_user = found >> shift
+        keep = (
+            inside
+            & ~equal
+            & (found_user == (chain >> shift))
+            & ((found & mask) - start <= np.uint64(window))
+        )
+        chain, start = found[keep], start[keep]
+        reached_by.append(found_user[keep])
+    tied = np.unique(np.concatenate(tied_parts)) if tied_parts else np.zeros(0, np.uint64)
     if len(tied):
         rows: list[tuple[int, int, str]] = []
         for kind, k in keys.items():
@@ -116,25 +148,8 @@ def from_events(
                 )
             )
         counts = walk(((str(u), t, kind) for u, t, kind in rows), steps, window)
-    chain = keys[steps[0]]
-    if len(tied):
-        chain = chain[~np.isin(chain >> shift, tied)]
-    start = chain & mask
-    counts[0] += _distinct(chain >> shift)
-    for i, step in enumerate(steps[1:], 1):
-        following = keys[step]
-        if not len(chain) or not len(following):
-            break
-        at = np.searchsorted(following, chain, side="right")
-        inside = at < len(following)
-        chain, start, at = chain[inside], start[inside], at[inside]
-        found = following[at]
-        keep = ((found >> shift) == (chain >> shift)) & (
-            (found & mask) - start <= np.uint64(window)
-        )
-        chain, start = found[keep], start[keep]
-        counts[i] += _distinct(chain >> shift)
-    return counts
+        reached_by = [users[~np.isin(users, tied)] for users in reached_by]
+    return [c + _distinct(users) for c, users in zip(counts, reached_by, strict=True)]
 
 
 def _distinct(sorted_users: np.ndarray) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.funnel import reached
+from analytics.funnel import from_events, reached
 
 
 def exhaustive(events: list[tuple[int, str]], steps: list[str], window: int) -> int:
@@ -48,3 +49,38 @@ def test_equal_moments_in_any_order_and_each_event_once() -> None:
     assert reached([(5, "A")], ["A", "A"], 10) == 1
     assert reached([(5, "A"), (5, "A"), (5, "B")], ["A", "B", "A"], 0) == 3
     assert reached([(1, "A"), (9, "B")], ["A", "B"], 7) == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 8), st.sampled_from("ABC")),
+        min_size=0,
+        max_size=30,
+    ),
+    steps=st.lists(st.sampled_from("ABC"), min_size=2, max_size=4),
+    window=st.integers(0, 8),
+    split=st.integers(1, 3),
+)
+def test_the_vectorised_chains_match_an_exhaustive_search(
+    events: list[tuple[int, int, str]], steps: list[str], window: int, split: int
+) -> None:
+    """from_events (searchsorted chains, ties walked) against the exhaustive search per
+    user, with the events spread over several sources as the user sets hold them."""
+    per_type: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for kind in "ABC":
+        mine = [(u, t) for u, t, k in events if k == kind]
+        for part in range(split):
+            chunk = mine[part::split]
+            per_type.setdefault(kind, []).append(
+                (
+                    np.array([u for u, _ in chunk], dtype=np.uint32),
+                    np.array([1_700_000_000_000_000 + t for _, t in chunk], dtype=np.int64),
+                )
+            )
+    expected = [0] * len(steps)
+    for user in {u for u, _, _ in events}:
+        mine = sorted((t, k) for u, t, k in events if u == user)
+        for i in range(exhaustive(mine, steps, window)):
+            expected[i] += 1
+    assert from_events(per_type, steps, window) == expected
