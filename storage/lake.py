@@ -23,6 +23,7 @@ that is on disk but not recorded is the leftover of an interrupted run (or one i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -188,6 +189,7 @@ class FileStats:
 # DuckDB computes the property columns, so they hold exactly what the query side's
 # ``json_extract_string`` returns (strings unquoted, other values as DuckDB's JSON text, JSON
 # null and missing keys NULL). In-memory, no file system, no extensions, rows in input order.
+# Only the processes that write lake files (compactor, importer) ever open it.
 _DUCKDB_CONFIG: dict[str, Any] = {
     "enable_external_access": False,
     "temp_directory": "",
@@ -204,6 +206,18 @@ _KEY_COUNTS_SQL = (
     "SELECT key, count(*) AS n FROM "
     "(SELECT unnest(json_keys(properties)) AS key FROM lake_rows) GROUP BY key"
 )
+
+
+@functools.cache
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    """The process's DuckDB for property columns, opened on first use.
+
+    PERF: opening an in-memory database costs 10-30 ms, more than the columns of a small
+    file take; a cursor of this one (one per file: registrations stay apart when the
+    importer writes files in several threads) about 1 ms. Two threads racing here the first
+    time may each open one; the one not cached is dropped with its cursor.
+    """
+    return duckdb.connect(":memory:", config=_DUCKDB_CONFIG)
 
 
 def _extract(con: duckdb.DuckDBPyConnection, keys: list[str]) -> pa.Table:
@@ -241,7 +255,7 @@ def property_columns(table: pa.Table) -> dict[str, pa.ChunkedArray]:
         return {}
     floor = -(-rows * PROPERTY_MIN_PERCENT // 100)  # rows a key must be in: 10 %, rounded up
     kept: list[tuple[int, str, pa.ChunkedArray]] = []  # (-rows not null, key, column), ranked
-    con = duckdb.connect(":memory:", config=_DUCKDB_CONFIG)
+    con = _duckdb().cursor()
     try:
         con.register("lake_rows", table.select(["properties"]))
         candidates = _candidates(con, floor)
