@@ -201,10 +201,12 @@ _DUCKDB_CONFIG: dict[str, Any] = {
 }
 # How often each key occurs: at least the number of rows where it is not null (more if a
 # JSON text repeats a key, which costs nothing but a needless candidate). PERF: three times
-# cheaper than counting each key once per row (``list_distinct``).
+# cheaper than counting each key once per row (``list_distinct``). Only over valid JSON:
+# DuckDB 2.0's ``json_keys`` fails on malformed JSON with an internal error, which
+# invalidates the whole database (``json_extract_string`` then fails on the row properly).
 _KEY_COUNTS_SQL = (
-    "SELECT key, count(*) AS n FROM "
-    "(SELECT unnest(json_keys(properties)) AS key FROM lake_rows) GROUP BY key"
+    "SELECT key, count(*) AS n FROM (SELECT unnest(json_keys(properties)) AS key "
+    "FROM lake_rows WHERE json_valid(properties)) GROUP BY key"
 )
 
 
@@ -371,6 +373,9 @@ def with_property_columns(table: pa.Table) -> pa.Table:
     try:
         columns = property_columns(table)
     except duckdb.Error as ex:
+        # Whatever it was, the next file gets a new database: a fatal error would leave
+        # this one unusable for the rest of the process.
+        _duckdb.cache_clear()
         log.warning("lake file written without property columns", extra={"error": str(ex)[:300]})
         return table
     for key, column in columns.items():

@@ -197,11 +197,17 @@ def test_property_columns_are_dictionary_encoded(tmp_path: Path) -> None:
     assert "RLE_DICTIONARY" in chunk.encodings
 
 
-def test_rows_duckdb_cannot_read_give_a_file_without_property_columns(tmp_path: Path) -> None:
-    path = write(tmp_path, ['{"country": "UA"}'] * 9 + ['{"country": "\\ud800"}'])
+@pytest.mark.parametrize("bad", ['{"country": "\\ud800"}', '{"country": ', '{"a": 1}}'])
+def test_rows_duckdb_cannot_read_give_a_file_without_property_columns(
+    tmp_path: Path, bad: str
+) -> None:
+    path = write(tmp_path, ['{"country": "UA"}'] * 9 + [bad])
     assert columns_of(path) == []
     stats = read_stats(path)
     assert stats is not None and (stats.rows, stats.properties) == (10, ())
+    # DuckDB's json_keys fails on such text with an internal error that invalidates its
+    # database: the files after it get their columns all the same.
+    assert columns_of(write(tmp_path, ['{"country": "UA"}'] * 10)) == ["country"]
 
 
 def test_a_file_from_before_property_columns(tmp_path: Path) -> None:
