@@ -23,7 +23,6 @@ that is on disk but not recorded is the leftover of an interrupted run (or one i
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -31,7 +30,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +209,7 @@ _KEY_COUNTS_SQL = (
 )
 
 
-@functools.cache
+@cache
 def _duckdb() -> duckdb.DuckDBPyConnection:
     """The process's DuckDB for property columns, opened on first use.
 
