@@ -8,7 +8,12 @@ Each file holds events of one UTC day, sorted by ``(event_type, user_id, occurre
 row-group statistics let readers skip by event type; zstd compressed. Its footer also
 carries exact statistics (``FileStats``: rows, distinct users, events per type). Columns:
 ``event_id`` (UUID), ``occurred_at`` (timestamp UTC, µs), ``user_id``, ``event_type``,
-``properties`` (JSON text), ``received_at``, ``batch_id`` (UUID).
+``properties`` (JSON text), ``received_at``, ``batch_id`` (UUID) (``LAKE_SCHEMA``), then the
+file's *property columns*: ``p:<key>`` (string, nullable) for each frequent top-level key of
+its rows' properties, sorted by key, holding DuckDB's ``json_extract_string(properties,
+'$."<key>"')`` for each row, so a segment on the key reads a dictionary-encoded column instead
+of parsing every row's JSON. Files differ in them; the footer lists each file's keys
+(``FileStats.properties``), and files written before them have none.
 
 A file is written under a temporary name, fsynced, renamed into place and the directory
 fsynced; only then is it recorded in PostgreSQL's ``lake_files``, with its size and the SHA-256
@@ -19,13 +24,17 @@ that is on disk but not recorded is the leftover of an interrupted run (or one i
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -64,6 +73,30 @@ HOT_ROWS_SQL = (
 SORT_KEYS = [("event_type", "ascending"), ("user_id", "ascending"), ("occurred_at", "ascending")]
 ROW_GROUP_ROWS = 128 * 1024
 TEMP_PREFIX = ".tmp-"
+
+log = logging.getLogger(__name__)
+
+# Property columns. Only names a segment path may use (``analytics/params.py``), so the query
+# side can name the column of any key it is asked for; present (not null) in at least
+# PROPERTY_MIN_PERCENT % of a file's rows (a rarer key costs a column in every row group and
+# spares little JSON parsing); at most MAX_PROPERTY_COLUMNS per file, the most frequent.
+PROPERTY_PREFIX = "p:"
+PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+PROPERTY_MIN_PERCENT = 10
+MAX_PROPERTY_COLUMNS = 32
+
+
+def property_column(key: str) -> str:
+    """The name of the column that holds top-level property ``key`` in files that have it."""
+    return PROPERTY_PREFIX + key
+
+
+def property_key(column: str) -> str | None:
+    """The key of a property column's name; None for any other column name."""
+    if not column.startswith(PROPERTY_PREFIX):
+        return None
+    key = column[len(PROPERTY_PREFIX) :]
+    return key if PROPERTY_NAME.fullmatch(key) else None
 
 
 def uuids_from_text(text: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -106,25 +139,140 @@ class FileStats:
     Like Parquet's min/max statistics (and Iceberg's distinct-count sketches), they let a
     reader answer some questions without reading the rows: the number of distinct users of
     a day that has a single file, and counts per event type (additive across files).
+    ``properties`` are the keys the file has a property column for (``property_column``), so
+    a query knows which files it may read a key from without opening them; files written
+    before property columns existed have none (and no ``properties`` entry).
     """
 
     rows: int
     users: int
     event_types: dict[str, int]
+    properties: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         return orjson.dumps(
-            {"rows": self.rows, "users": self.users, "event_types": self.event_types}
+            {
+                "rows": self.rows,
+                "users": self.users,
+                "event_types": self.event_types,
+                "properties": list(self.properties),
+            }
         )
 
     @classmethod
-    def of(cls, table: pa.Table) -> FileStats:
+    def decode(cls, raw: bytes) -> FileStats:
+        """Raises ``ValueError``, ``TypeError``, ``KeyError`` or ``AttributeError`` for a
+        document that is not ours."""
+        doc = orjson.loads(raw)
+        properties = doc.get("properties", [])
+        if not isinstance(properties, list) or not all(isinstance(k, str) for k in properties):
+            raise TypeError(f"properties must be a list of keys, not {properties!r:.80}")
+        return cls(
+            int(doc["rows"]),
+            int(doc["users"]),
+            {str(k): int(v) for k, v in doc["event_types"].items()},
+            tuple(properties),
+        )
+
+    @classmethod
+    def of(cls, table: pa.Table, properties: tuple[str, ...] = ()) -> FileStats:
         counts = pc.value_counts(table.column("event_type")).to_pylist()
         return cls(
             rows=table.num_rows,
             users=int(pc.count_distinct(table.column("user_id")).as_py()),
             event_types={c["values"]: int(c["counts"]) for c in counts},
+            properties=properties,
         )
+
+
+# DuckDB computes the property columns, so they hold exactly what the query side's
+# ``json_extract_string`` returns (strings unquoted, other values as DuckDB's JSON text, JSON
+# null and missing keys NULL). In-memory, no file system, no extensions, rows in input order.
+# Only the processes that write lake files (compactor, importer) ever open it.
+_DUCKDB_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "temp_directory": "",
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "python_enable_replacements": False,
+    "preserve_insertion_order": True,
+    "lock_configuration": True,
+}
+# How often each key occurs: at least the number of rows where it is not null (more if a
+# JSON text repeats a key, which costs nothing but a needless candidate). PERF: three times
+# cheaper than counting each key once per row (``list_distinct``). Only over valid JSON:
+# DuckDB 2.0's ``json_keys`` fails on malformed JSON with an internal error, which
+# invalidates the whole database (``json_extract_string`` then fails on the row properly).
+_KEY_COUNTS_SQL = (
+    "SELECT key, count(*) AS n FROM (SELECT unnest(json_keys(properties)) AS key "
+    "FROM lake_rows WHERE json_valid(properties)) GROUP BY key"
+)
+
+
+@cache
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    """The process's DuckDB for property columns, opened on first use.
+
+    PERF: opening an in-memory database costs 10-30 ms, more than the columns of a small
+    file take; a cursor of this one (one per file: registrations stay apart when the
+    importer writes files in several threads) about 1 ms. Two threads racing here the first
+    time may each open one; the one not cached is dropped with its cursor.
+    """
+    return duckdb.connect(":memory:", config=_DUCKDB_CONFIG)
+
+
+def _extract(con: duckdb.DuckDBPyConnection, keys: list[str]) -> pa.Table:
+    """``json_extract_string(properties, '$."<key>"')`` for each key, one column per key.
+
+    PERF: one call with a list of paths parses each row's JSON once for all of them.
+    """
+    paths = [f'$."{key}"' for key in keys]  # keys are PROPERTY_NAMEs: nothing to escape
+    columns = ", ".join(f"v[{i + 1}] AS c{i}" for i in range(len(keys)))
+    extracted = "SELECT json_extract_string(properties, $paths) AS v FROM lake_rows"
+    result = con.sql(f"SELECT {columns} FROM ({extracted})", params={"paths": paths})
+    result = result.to_arrow_table()
+    return result.rename_columns(keys)
+
+
+def _candidates(con: duckdb.DuckDBPyConnection, floor: int) -> list[tuple[str, int]]:
+    """Keys that may be in ``floor`` rows or more, with that bound, most frequent first."""
+    counts = ((str(key), int(n)) for key, n in con.sql(_KEY_COUNTS_SQL).fetchall())
+    return sorted(
+        (c for c in counts if c[1] >= floor and PROPERTY_NAME.fullmatch(c[0])),
+        key=lambda c: (-c[1], c[0]),
+    )
+
+
+def property_columns(table: pa.Table) -> dict[str, pa.ChunkedArray]:
+    """The property columns of a file's rows, by key, sorted by key (see the module's
+    docstring for which keys). Raises ``duckdb.Error`` when DuckDB cannot read a row's JSON.
+
+    Key counts (``json_keys``) bound how often a key is not null, so candidates are
+    extracted most frequent first, MAX_PROPERTY_COLUMNS at a time, until no candidate left
+    could displace the last one kept: usually a single pass, and exact either way.
+    """
+    rows = table.num_rows
+    if not rows:
+        return {}
+    floor = -(-rows * PROPERTY_MIN_PERCENT // 100)  # rows a key must be in: 10 %, rounded up
+    kept: list[tuple[int, str, pa.ChunkedArray]] = []  # (-rows not null, key, column), ranked
+    con = _duckdb().cursor()
+    try:
+        con.register("lake_rows", table.select(["properties"]))
+        candidates = _candidates(con, floor)
+        for start in range(0, len(candidates), MAX_PROPERTY_COLUMNS):
+            key, bound = candidates[start]
+            if len(kept) == MAX_PROPERTY_COLUMNS and (-bound, key) > kept[-1][:2]:
+                break  # neither it nor any later one can rank above the last one kept
+            batch = _extract(con, [k for k, _ in candidates[start : start + MAX_PROPERTY_COLUMNS]])
+            for name, column in zip(batch.column_names, batch.columns, strict=True):
+                present = rows - column.null_count
+                if present >= floor:
+                    kept.append((-present, name, column.cast(pa.string())))
+            kept = sorted(kept, key=lambda k: k[:2])[:MAX_PROPERTY_COLUMNS]
+    finally:
+        con.close()
+    return {key: column for _, key, column in sorted(kept, key=lambda k: k[1])}
 
 
 class LakeUnreadable(Exception):
@@ -154,13 +302,39 @@ def check_size(path: str, recorded: int) -> None:
 
 
 def check_schema(path: str, schema: pa.Schema) -> None:
-    """Raise ``LakeUnreadable`` unless a file's schema is ``LAKE_SCHEMA``."""
-    if not schema.remove_metadata().equals(LAKE_SCHEMA, check_metadata=False):
+    """Raise ``LakeUnreadable`` unless a file's schema is ``LAKE_SCHEMA`` followed by property
+    columns (strings, each key once), and those are the ones its statistics list, if it has
+    any: a reader trusts ``FileStats.properties`` to name columns the file holds.
+    """
+    width = len(LAKE_SCHEMA)
+    base = pa.schema([schema.field(i) for i in range(min(width, len(schema)))])
+    extra = [schema.field(i) for i in range(width, len(schema))]
+    keys = [property_key(f.name) for f in extra]
+    if (
+        not base.equals(LAKE_SCHEMA, check_metadata=False)
+        or any(k is None for k in keys)
+        or any(f.type != pa.string() for f in extra)
+        or len(set(keys)) != len(keys)
+    ):
         raise LakeUnreadable(path, f"foreign schema: {', '.join(schema.names)}")
+    raw = (schema.metadata or {}).get(STATS_KEY)
+    if raw is None:
+        return
+    try:
+        listed = FileStats.decode(raw).properties
+    except (ValueError, TypeError, KeyError, AttributeError) as ex:
+        raise LakeUnreadable(path, f"unreadable footer ({type(ex).__name__}: {ex})") from ex
+    if sorted(listed) != sorted(k for k in keys if k is not None):
+        raise LakeUnreadable(
+            path,
+            f"property columns {', '.join(f.name for f in extra) or '(none)'} are not "
+            f"the ones its footer lists ({', '.join(listed) or 'none'})",
+        )
 
 
 def check_footer(path: str) -> None:
-    """Raise ``LakeUnreadable`` unless the file is Parquet with ``LAKE_SCHEMA`` (its footer)."""
+    """Raise ``LakeUnreadable`` unless the file is Parquet with the lake's schema (its footer;
+    see ``check_schema``)."""
     try:
         schema = pq.read_schema(path)
     except FileNotFoundError:
@@ -181,16 +355,31 @@ def read_stats(path: str) -> FileStats | None:
         raw = metadata.get(STATS_KEY)
         if raw is None:
             return None
-        doc = orjson.loads(raw)
-        return FileStats(
-            int(doc["rows"]),
-            int(doc["users"]),
-            {str(k): int(v) for k, v in doc["event_types"].items()},
-        )
+        return FileStats.decode(raw)
     except FileNotFoundError:
         raise LakeUnreadable(path, "missing") from None
     except (OSError, pa.ArrowException, ValueError, TypeError, KeyError, AttributeError) as ex:
         raise LakeUnreadable(path, f"unreadable footer ({type(ex).__name__}: {ex})") from ex
+
+
+def with_property_columns(table: pa.Table) -> pa.Table:
+    """``table`` (``LAKE_SCHEMA``) followed by its property columns (``property_columns``).
+
+    Rows DuckDB cannot read as JSON must not keep a day from leaving PostgreSQL, so such a
+    file is written without property columns (as before they existed); queries then parse
+    its JSON, and meet the error there.
+    """
+    try:
+        columns = property_columns(table)
+    except duckdb.Error as ex:
+        # Whatever it was, the next file gets a new database: a fatal error would leave
+        # this one unusable for the rest of the process.
+        _duckdb.cache_clear()
+        log.warning("lake file written without property columns", extra={"error": str(ex)[:300]})
+        return table
+    for key, column in columns.items():
+        table = table.append_column(pa.field(property_column(key), pa.string()), column)
+    return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,13 +420,15 @@ class Lake:
         return sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []
 
     def write(self, day: date, table: pa.Table) -> LakeFile:
-        """Sort, write, fsync and publish one file of ``day``'s events (``LAKE_SCHEMA``)."""
+        """Sort, write, fsync and publish one file of ``day``'s events (``LAKE_SCHEMA``, plus
+        the property columns of its rows)."""
         directory = self.day_dir(day)
         directory.mkdir(parents=True, exist_ok=True)
         name = f"part-{uuid7()}.parquet"
         temp = directory / f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet"
-        table = table.cast(LAKE_SCHEMA).sort_by(SORT_KEYS)
-        stats = FileStats.of(table)
+        table = with_property_columns(table.cast(LAKE_SCHEMA).sort_by(SORT_KEYS))
+        keys = tuple(k for k in map(property_key, table.column_names) if k is not None)
+        stats = FileStats.of(table, keys)
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), STATS_KEY: stats.encode()}
         )
@@ -249,6 +440,10 @@ class Lake:
                     compression="zstd",
                     row_group_size=ROW_GROUP_ROWS,
                     write_statistics=True,
+                    # pyarrow's default, stated: the property columns are meant to be read
+                    # as dictionaries (a column chunk goes plain once its dictionary passes
+                    # 1 MiB: a key with many distinct values).
+                    use_dictionary=True,
                 )
                 sink.flush()
                 os.fsync(sink.fileno())

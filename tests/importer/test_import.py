@@ -26,6 +26,7 @@ import pytest
 from core.config import Settings
 from importer.readers import InputError
 from importer.run import Options, TooManyErrors, run_import
+from storage.lake import read_stats
 from tests import sample
 from tests.conftest import running_worker, wait_for_rows
 
@@ -69,6 +70,10 @@ async def test_sample_csv_imports_exactly_once(
         )
         for p in Path(lake_settings.lake_dir).rglob("*.parquet")
     }
+    # Written by Lake.write: frequent keys get property columns (these two are in every row).
+    for p in Path(lake_settings.lake_dir).rglob("*.parquet"):
+        stats = read_stats(str(p))
+        assert stats is not None and {"country", "session_id"} <= set(stats.properties)
     again = await run_import(lake_settings, [str(SAMPLE)], Options(progress=False))
     assert (again.read, again.imported, again.duplicates) == (5000, 0, 5000)
     assert await db.fetchval("SELECT sum(rows) FROM lake_files") == 5000
