@@ -43,7 +43,7 @@ from pyroaring import BitMap
 from analytics.hot_mirror import Chunk
 from analytics.params import Segment
 from analytics.queries import json_path
-from storage.lake import LakeUnreadable
+from storage.lake import LakeUnreadable, property_column
 
 EVENT_TYPE = "event_type"
 
@@ -139,7 +139,7 @@ class UserSets:
             values = table.column(EVENT_TYPE).combine_chunks()
         else:
             path = tuple(dim.split(".")[1:])
-            column = f"p:{path[0]}"
+            column = property_column(path[0])
             if len(path) == 1 and column in sets.columns and column in table.column_names:
                 values = table.column(column).combine_chunks()
             else:
@@ -177,7 +177,7 @@ class UserSets:
                     columns.append(EVENT_TYPE)
                 else:
                     key = d.split(".")[1:]
-                    column = f"p:{key[0]}"
+                    column = property_column(key[0])
                     columns.append(column if len(key) == 1 and column in names else "properties")
             if kinds:
                 columns += [EVENT_TYPE, "occurred_at"]
