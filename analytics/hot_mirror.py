@@ -12,7 +12,9 @@ Exactness rests on three facts of the table contract:
   (migration 0005; NULL for rows older than that, visible to every snapshot since). The
   rows a newer snapshot S sees and the old one O did not are those with ``written_by >=
   xmin(O)`` not visible in O: committed after O was taken, or in progress then. A BRIN
-  index finds them without reading the table;
+  index finds them without reading the table (after a look that found rows, the mirror
+  summarizes the index's new block ranges in the background, so the next look reads only
+  the newest pages); an unchanged snapshot needs no look at all;
 - rows leave ``events`` only with their day: the compactor deletes a day's hot rows in the
   transaction that records its lake files. So a day whose list of lake files changed is
   fetched again whole (usually nothing is left of it);
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -46,7 +49,15 @@ _SELECT = (
     "(extract(epoch FROM occurred_at) * 1000000)::bigint, user_id, event_type, "
     "properties::text FROM events"
 )
+log = logging.getLogger(__name__)
 _MAX_CHUNKS = 32
+_SUMMARIZE = """
+SELECT sum(brin_summarize_new_values(i.indexrelid))
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_inherits h ON h.inhrelid = i.indrelid
+WHERE h.inhparent = 'events'::regclass AND c.relname LIKE '%written_by%'
+"""
 _EMPTY = pa.table({n: pa.array([], t) for n, t in ROWS.items()})
 
 
@@ -106,7 +117,31 @@ class HotMirror:
         self._state: _State | None = None
         self._off_until = 0.0
         self._numbers = itertools.count()
+        self._new_rows = False  # the last look found rows: summarize before the next one
+        self._summarizing: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
+
+    def summarize_later(self, pool: asyncpg.Pool) -> None:
+        """After a look that found new rows: summarize the new block ranges of
+        ``written_by``'s BRIN indexes in the background, so the next delta reads only the
+        newest few pages instead of every page not yet summarized."""
+        if not self._new_rows or self._summarizing is not None:
+            return
+        self._new_rows = False
+        self._summarizing = asyncio.create_task(self._summarize(pool))
+        self._summarizing.add_done_callback(lambda _: setattr(self, "_summarizing", None))
+
+    @staticmethod
+    async def _summarize(pool: asyncpg.Pool) -> None:
+        """Its own short transaction: the ShareUpdateExclusive locks it takes on the
+        partitions are let go at once, and it gives up after 50 ms rather than wait for a
+        VACUUM or the compactor (the delta is still right, only slower)."""
+        try:
+            async with pool.acquire(timeout=5) as conn, conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '50ms'")
+                await conn.execute(_SUMMARIZE)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, OSError):
+            log.info("could not summarize the written_by index this time", exc_info=True)
 
     @property
     def enabled(self) -> bool:
@@ -129,6 +164,7 @@ class HotMirror:
             if total > self._max_rows:
                 return self._off()
             state = _State(snap, xmin)
+            self._new_rows = True
             state.days = {
                 day: [self._chunk(day, rows)]
                 for day, rows in _by_day(await copy_to_arrow(conn, _SELECT, columns=ROWS)).items()
@@ -162,6 +198,7 @@ class HotMirror:
         )
         await conn.execute("SET LOCAL enable_seqscan = on")
         added = _by_day(delta)
+        self._new_rows = self._new_rows or delta.num_rows > 0
         # Days the compactor has moved since: their lake files changed; fetch them whole.
         known = set(new.days) | set(added)
         files = await self._files(conn, sorted(known))

@@ -317,7 +317,7 @@ async def load_rows(
     types ``types`` only if given; ``properties`` is NULL unless asked for (or needed by a
     property segment)."""
     properties = properties or any(s.kind == "property" for s in segments)
-    async with _mirrored(mirror, deadline), snapshot(pool, deadline) as conn:
+    async with _mirrored(mirror, deadline, pool), snapshot(pool, deadline) as conn:
         files = _checked(
             lake,
             await conn.fetch(
@@ -348,7 +348,9 @@ async def load_rows(
 
 
 @contextlib.asynccontextmanager
-async def _mirrored(mirror: HotMirror | None, deadline: Deadline) -> AsyncIterator[None]:
+async def _mirrored(
+    mirror: HotMirror | None, deadline: Deadline, pool: asyncpg.Pool
+) -> AsyncIterator[None]:
     """Hold the mirror's lock (if any) from before the snapshot is taken until it is synced:
     the snapshots the mirror follows then only move forward."""
     if mirror is None:
@@ -362,6 +364,7 @@ async def _mirrored(mirror: HotMirror | None, deadline: Deadline) -> AsyncIterat
         yield
     finally:
         mirror.lock.release()
+        mirror.summarize_later(pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +380,7 @@ async def load_catalog(
     pool: asyncpg.Pool, lake: Lake, first: date, end: date, *, deadline: Deadline, mirror: HotMirror
 ) -> Catalog:
     """Lake files of days ``first <= day < end`` (checked, by day) and the mirror's rows."""
-    async with _mirrored(mirror, deadline), snapshot(pool, deadline) as conn:
+    async with _mirrored(mirror, deadline, pool), snapshot(pool, deadline) as conn:
         listed = await conn.fetch(
             "SELECT path, day, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
             first,
