@@ -32,7 +32,7 @@ from analytics.answers import (
     Series,
     TopEvents,
 )
-from analytics.funnel import from_events, walk
+from analytics.funnel import from_keys, walk
 from analytics.hot_mirror import HotMirror
 from analytics.limits import (
     Deadline,
@@ -64,7 +64,7 @@ from analytics.user_sets import (
     top_values,
 )
 from analytics.user_sets import retention as retention_from_sets
-from storage.days import days_between
+from storage.days import day_start, days_between
 from storage.errors import DB_ERRORS
 from storage.lake import Lake, LakeUnreadable, check_footer
 
@@ -395,6 +395,9 @@ class Analytics:
 
     async def funnel(self, p: FunnelParams) -> Funnel:
         window_us = p.window_seconds * 1_000_000
+        # Keys' times: microseconds from the range's first midnight, in as many bits as it spans.
+        origin = int(day_start(p.days.first).timestamp()) * 1_000_000
+        t_bits = (p.days.days * 86_400_000_000).bit_length()
         with self._admitted() as deadline:
             found = None
             if not p.segments:
@@ -403,11 +406,14 @@ class Analytics:
                     _after(p.days.last),
                     [],
                     deadline,
-                    lambda by_day: from_events(
+                    lambda by_day: from_keys(
                         {
-                            kind: [s.events[kind] for ss in by_day.values() for s in ss]
+                            kind: self._sets.funnel_keys(
+                                [s for ss in by_day.values() for s in ss], kind, origin, t_bits
+                            )
                             for kind in dict.fromkeys(p.steps)
                         },
+                        t_bits,
                         p.steps,
                         window_us,
                     ),

@@ -61,49 +61,22 @@ def walk(rows: Iterable[tuple[str, int, str]], steps: Sequence[str], window: int
     return users
 
 
-def from_events(
-    events: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
-    steps: Sequence[str],
-    window: int,
+def from_keys(
+    keys: Mapping[str, np.ndarray], t_bits: int, steps: Sequence[str], window: int
 ) -> list[int]:
-    """Users reaching each step, from each step type's (user numbers, times in
-    microseconds) arrays of every source (``analytics/user_sets.py``).
+    """Users reaching each step, from each step type's sorted keys ``user << t_bits | time``
+    (``UserSets.funnel_keys``; times in microseconds from any origin).
 
-    PERF: one sorted uint64 key per event, user number in the high bits and time in the low
-    ones; each step is then one ``searchsorted`` of the chains so far into the next type's
-    keys: the first key after, which is the user's next event of that type, strictly later.
+    PERF: each step is one ``searchsorted`` of the chains so far into the next type's keys:
+    the first key after, which is the user's next event of that type, strictly later.
     Without equal moments, the earliest later event is the best next step. A user with a
     next-step candidate at the very moment of a chain's last event is walked exactly
     (``walk``) instead: without such a tie along any chain, the strict choices are the best
     ones, and no event is used twice.
-    Raises ``ValueError`` when the keys would not fit 63 bits.
     """
-    users_of: dict[str, np.ndarray] = {}
-    times_of: dict[str, np.ndarray] = {}
-    for kind in dict.fromkeys(steps):
-        parts = events.get(kind, [])
-        users_of[kind] = (
-            np.concatenate([p[0] for p in parts]).astype(np.uint64)
-            if parts
-            else np.zeros(0, np.uint64)
-        )
-        times_of[kind] = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-    present = [t for t in times_of.values() if len(t)]
     counts = [0] * len(steps)
-    if not present:
-        return counts
-    t_min = min(int(t.min()) for t in present)
-    t_bits = max(int(t.max()) for t in present) - t_min + 1
-    t_bits = t_bits.bit_length()
-    u_bits = max(int(u.max()) for u in users_of.values() if len(u)).bit_length()
-    if t_bits + u_bits > 63:
-        raise ValueError("funnel keys do not fit 63 bits")
     shift = np.uint64(t_bits)
     mask = np.uint64((1 << t_bits) - 1)
-    keys = {
-        kind: np.sort((users_of[kind] << shift) | (times_of[kind] - t_min).astype(np.uint64))
-        for kind in users_of
-    }
     # The chains from every first-step event, one step at a time. A tie (the user has a
     # next-step event at the very moment of the chain's last one) makes the strict rule
     # wrong for that user: such users are set aside and walked exactly.
@@ -150,6 +123,29 @@ def from_events(
         counts = walk(((str(u), t, kind) for u, t, kind in rows), steps, window)
         reached_by = [users[~np.isin(users, tied)] for users in reached_by]
     return [c + _distinct(users) for c, users in zip(counts, reached_by, strict=True)]
+
+
+def from_events(
+    events: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
+    steps: Sequence[str],
+    window: int,
+) -> list[int]:
+    """``from_keys`` from (user numbers, times) arrays per type, keys made here."""
+    times = [p[1] for parts in events.values() for p in parts if len(p[1])]
+    if not times:
+        return [0] * len(steps)
+    origin = min(int(t.min()) for t in times)
+    t_bits = (max(int(t.max()) for t in times) - origin + 1).bit_length()
+    keys = {}
+    for kind in dict.fromkeys(steps):
+        parts = events.get(kind, [])
+        if not parts:
+            keys[kind] = np.zeros(0, np.uint64)
+            continue
+        users = np.concatenate([p[0] for p in parts]).astype(np.uint64)
+        rel = (np.concatenate([p[1] for p in parts]) - origin).astype(np.uint64)
+        keys[kind] = np.sort((users << np.uint64(t_bits)) | rel)
+    return from_keys(keys, t_bits, steps, window)
 
 
 def _distinct(sorted_users: np.ndarray) -> int:

@@ -59,6 +59,7 @@ class NotIndexed(Exception):
 
 @dataclass(slots=True)
 class _Sets:
+    name: str  # the lake file's path, or "chunk:<id>"
     day: date
     users: BitMap
     dims: dict[str, dict[str, BitMap] | None] = field(default_factory=dict)
@@ -89,6 +90,10 @@ class UserSets:
         self._chunks: dict[int, _Sets] = {}
         self._lock = threading.Lock()
         self._off = max_users <= 0
+        # Funnel keys of one event type over a set of sources, sorted (see ``funnel_keys``).
+        self._funnel_keys: OrderedDict[tuple[str, int, int, tuple[str, ...]], np.ndarray] = (
+            OrderedDict()
+        )
 
     # --- building -----------------------------------------------------------------------
 
@@ -188,7 +193,7 @@ class UserSets:
             raise LakeUnreadable(path, f"cannot be read ({ex})") from ex
         numbers = self._numbers(table.column("user_id"))
         if sets is None:
-            sets = _Sets(day, _bitmap(numbers), columns=frozenset(names))
+            sets = _Sets(path, day, _bitmap(numbers), columns=frozenset(names))
             self._files[path] = sets
             while len(self._files) > self._max_files:
                 self._files.popitem(last=False)
@@ -212,7 +217,7 @@ class UserSets:
         numbers = None
         if sets is None:
             numbers = self._numbers(chunk.table.column("user_id"))
-            sets = _Sets(chunk.day, _bitmap(numbers))
+            sets = _Sets(f"chunk:{chunk.id}", chunk.day, _bitmap(numbers))
             self._chunks[chunk.id] = sets
         for d in dims:
             if d not in sets.dims:
@@ -221,6 +226,39 @@ class UserSets:
         if kinds:
             self._events(sets, chunk.table, kinds)
         return sets
+
+    def funnel_keys(
+        self, sources: Sequence[_Sets], kind: str, origin: int, t_bits: int
+    ) -> np.ndarray:
+        """Sorted uint64 keys ``user number << t_bits | (occurred_at - origin)`` of the events
+        of type ``kind`` in ``sources`` (``analytics/funnel.py``).
+
+        PERF: the sources are immutable and the encoding depends only on the range, so the
+        sorted keys of the same sources are kept (the last 16 sets); when a source is new
+        (a chunk the mirror just fetched), they are made again from every source's arrays.
+        Raises ``NotIndexed`` when user numbers and times do not fit 63 bits together.
+        """
+        if len(self._keys).bit_length() + t_bits > 63:
+            raise NotIndexed("funnel keys would not fit 63 bits")
+        names = tuple(sorted(s.name for s in sources))
+        cache_key = (kind, origin, t_bits, names)
+        with self._lock:
+            found = self._funnel_keys.get(cache_key)
+            if found is not None:
+                self._funnel_keys.move_to_end(cache_key)
+                return found
+        parts = [s.events[kind] for s in sources if kind in s.events]
+        if not parts:
+            keys = np.zeros(0, np.uint64)
+        else:
+            users = np.concatenate([p[0] for p in parts]).astype(np.uint64)
+            times = np.concatenate([p[1] for p in parts]) - origin
+            keys = np.sort((users << np.uint64(t_bits)) | times.astype(np.uint64))
+        with self._lock:
+            self._funnel_keys[cache_key] = keys
+            while len(self._funnel_keys) > 16:
+                self._funnel_keys.popitem(last=False)
+        return keys
 
     @property
     def off(self) -> bool:
