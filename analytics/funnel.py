@@ -107,6 +107,14 @@ def from_keys(
         )
         chain, start = found[keep], start[keep]
         reached_by.append(found_user[keep])
+        if len(chain) > 1:
+            # Chains that reached the same event (runs of equal keys: they are sorted) have
+            # the same future; the latest start of each leaves the most of the window.
+            first = np.empty(len(chain), dtype=bool)
+            first[0] = True
+            np.not_equal(chain[1:], chain[:-1], out=first[1:])
+            runs = np.flatnonzero(first)
+            chain, start = chain[runs], np.maximum.reduceat(start, runs)
     tied = np.unique(np.concatenate(tied_parts)) if tied_parts else np.zeros(0, np.uint64)
     if len(tied):
         rows: list[tuple[int, int, str]] = []

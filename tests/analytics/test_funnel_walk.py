@@ -84,3 +84,14 @@ def test_the_vectorised_chains_match_an_exhaustive_search(
         for i in range(exhaustive(mine, steps, window)):
             expected[i] += 1
     assert from_events(per_type, steps, window) == expected
+
+
+def test_chains_meeting_at_one_event_keep_the_latest_start() -> None:
+    # A@1 B@2 and A@5 B@6 both go on to C@7; only the chain started at 5 reaches D@11.
+    base = 1_700_000_000_000_000
+    times = {"A": [1, 5], "B": [2, 6], "C": [7], "D": [11]}
+    events = {
+        k: [(np.zeros(len(v), np.uint32), np.array([base + t for t in v], np.int64))]
+        for k, v in times.items()
+    }
+    assert from_events(events, ["A", "B", "C", "D"], 6) == [1, 1, 1, 1]
