@@ -119,7 +119,7 @@ def _segment_for(key: str, value: str, parameter: str) -> Segment:
         return Segment("event_type", (), value)
     if key.startswith("properties."):
         path = tuple(key.split(".")[1:])
-        if not path or len(path) > MAX_DEPTH or not all(_NAME.match(p) for p in path):
+        if not path or len(path) > MAX_DEPTH or not all(_NAME.fullmatch(p) for p in path):
             raise invalid(
                 parameter,
                 f"{key[:80]!r}: property paths are up to {MAX_DEPTH} names of letters, digits, "
