@@ -8,7 +8,10 @@ does, so neither removes the other's files):
 2. New rows of hot days: COPY into ``events`` with their rollups (``storage/hot_rows.py``,
    as the worker does).
 3. New rows of cold days: written straight to the lake (one file per day: temporary name,
-   fsync, rename), recorded in ``lake_files`` (with their size and SHA-256).
+   fsync, rename), recorded in ``lake_files`` (with their size and SHA-256). Their
+   properties are first sent through PostgreSQL's ``jsonb`` and back (``lake_properties``),
+   so the files hold the very text the compactor writes for rows that passed through
+   ``events``.
 4. The chunk is recorded in ``import_chunks`` (what ``--resume`` reads). Commit.
 
 A crash before the commit leaves no claim, no row and only unlisted files (removed by the
@@ -23,19 +26,32 @@ from dataclasses import dataclass
 from datetime import date
 
 import asyncpg
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.arrow_copy import copy_to_arrow
 from storage.compactor import lock_lake_day, record_files, remove_orphans, unlock_lake_day
+from storage.copy import copy_source, encode_binary
 from storage.days import Today, first_hot_day, utc_today
 from storage.hot_rows import store_rows
-from storage.lake import LAKE_SCHEMA, Lake, LakeFile, uuids_from_bytes
+from storage.lake import LAKE_SCHEMA, PROPERTIES_TEXT, Lake, LakeFile, uuids_from_bytes
 from storage.ledger import claim
 from storage.rows import CLAIM_IDS_DDL, ROLLUP_USERS_DDL, RowSet
 from storage.writer import WRITER_SETTINGS
 
 _WRITERS = 4  # lake files written at once by one import
+
+# The column has the type and name of ``events.properties``, so the texts are parsed as the
+# worker's rows are (pgpq's jsonb COPY) and printed by the compactor's own expression.
+LAKE_PROPERTIES_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS lake_properties (
+    pos        integer NOT NULL,
+    properties jsonb   NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+_LAKE_PROPERTIES_SQL = f"SELECT {PROPERTIES_TEXT} FROM lake_properties ORDER BY pos"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +98,7 @@ class BulkStore:
         )
         await self._conn.execute(CLAIM_IDS_DDL)
         await self._conn.execute(ROLLUP_USERS_DDL)
+        await self._conn.execute(LAKE_PROPERTIES_DDL)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -147,8 +164,11 @@ class BulkStore:
         days: pa.Array,
         first_hot: date,
     ) -> StoredChunk:
-        rows = RowSet(table)
         cold_mask = pc.less(days, pa.scalar(first_hot, pa.date32()))
+        if pc.any(cold_mask).as_py():
+            # Before the speculative write below: every file written holds PostgreSQL's text.
+            table = await _with_lake_properties(conn, table, cold_mask)
+        rows = RowSet(table)
         # PERF: write the cold rows' files while PostgreSQL claims the ids (they are usually
         # all new); if some turn out to be duplicates, those files are written again.
         cold_all = table.filter(cold_mask)
@@ -196,6 +216,52 @@ class BulkStore:
                     parts.items(),
                 )
             )
+
+
+async def lake_properties(conn: asyncpg.Connection, texts: pa.Array) -> pa.Array:
+    """The lake's text of each JSON object text of ``texts``, in order: PostgreSQL's ``jsonb``
+    output of it, exactly what the compactor writes for the same text stored in ``events``.
+
+    Why PostgreSQL itself: analytics compares property values as text, and jsonb rewrites
+    what clients send (keys shorter first, the last duplicate kept, numbers as ``numeric``
+    prints them: ``1e16`` -> ``10000000000000000``, ``-0.0`` -> ``0.0``, ``1.50`` kept).
+    Imitating that would be right only as far as the imitation goes; here the text comes
+    from the same parser (pgpq's jsonb COPY, as the worker sends rows), the same expression
+    (``PROPERTIES_TEXT``) and the same reader (``copy_to_arrow``) as the compactor's.
+
+    PERF: column-wise, one binary COPY in and one CSV COPY out (about 0.45 s per 220,000
+    small objects here); no row becomes a Python object. Must run inside the caller's
+    transaction, at most once per transaction (``lake_properties`` is emptied at commit);
+    ``pos`` keeps the answer in the order of ``texts``.
+    """
+    n = len(texts)
+    positions = pa.array(np.arange(n, dtype=np.int32))
+    payload = encode_binary(
+        pa.table({"pos": positions, "properties": texts}), jsonb=("properties",)
+    )
+    await conn.copy_to_table(
+        "lake_properties",
+        source=copy_source(payload),
+        columns=["pos", "properties"],
+        format="binary",
+    )
+    out = await copy_to_arrow(conn, _LAKE_PROPERTIES_SQL, columns={"properties": pa.string()})
+    if out.num_rows != n:  # another call in this transaction: positions would be ambiguous
+        raise RuntimeError(f"lake_properties: {out.num_rows} texts back for {n}")
+    return out.column(0).combine_chunks()
+
+
+async def _with_lake_properties(
+    conn: asyncpg.Connection, table: pa.Table, mask: pa.Array
+) -> pa.Table:
+    """``table`` with the properties of the rows under ``mask`` replaced by their lake text
+    (the other rows go to ``events``, whose jsonb column normalises them anyway)."""
+    index = table.schema.get_field_index("properties")
+    column = table.column(index).combine_chunks()
+    mask = mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+    normalised = await lake_properties(conn, column.filter(mask))
+    replaced = pc.replace_with_mask(column, mask, normalised.cast(column.type))
+    return table.set_column(index, table.schema.field(index), replaced)
 
 
 def to_lake_rows(frame: pl.DataFrame) -> pa.Table:

@@ -66,9 +66,15 @@ HOT_ROWS_COLUMNS = {
     "received_at": TIMESTAMP_US,
     "batch_id": pa.string(),
 }
+# The lake's properties text is PostgreSQL's output of a ``jsonb`` column named ``properties``
+# (keys in jsonb's order, shorter first; the last of duplicate keys; numbers as ``numeric``
+# prints them). Analytics compares property values as text, so every writer of the lake must
+# produce exactly this: the compactor selects it from ``events``, the importer from the jsonb
+# it sends through PostgreSQL (``storage/bulk.py``, ``lake_properties``).
+PROPERTIES_TEXT = "properties::text"
 HOT_ROWS_SQL = (
     "SELECT event_id, (extract(epoch FROM occurred_at) * 1000000)::bigint, user_id, event_type, "
-    "properties::text, (extract(epoch FROM received_at) * 1000000)::bigint, batch_id FROM events"
+    f"{PROPERTIES_TEXT}, (extract(epoch FROM received_at) * 1000000)::bigint, batch_id FROM events"
 )
 SORT_KEYS = [("event_type", "ascending"), ("user_id", "ascending"), ("occurred_at", "ascending")]
 ROW_GROUP_ROWS = 128 * 1024

@@ -656,13 +656,6 @@ async def test_one_app_through_every_state(
         await pool.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="service bug: import_events writes a cold day's properties to the lake as sent "
-    "(orjson text: the client's key order, 1e+16, -0.0), the compactor writes PostgreSQL's "
-    'jsonb text ({"v":17,"os":"iOS"}, 10000000000000000, 0.0): one value, two texts',
-)
 async def test_an_imported_and_an_ingested_copy_answer_alike(
     settings: Settings, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
