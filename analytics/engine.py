@@ -374,15 +374,26 @@ class Analytics:
             lambda by_day: retention_from_sets(day_users(by_day, seg), starts, g, p.windows),
         )
 
+    async def _cohort_table_sql(
+        self, p: CohortsParams, deadline: Deadline
+    ) -> list[tuple[int, list[int]]]:
+        """What ``_cohort_table`` gives, counted by DuckDB from rows (any segments)."""
+        sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
+        rows = await self._query(queries.cohorts(p, sources), sources, deadline)
+        found = {(int(c), int(w)): int(n) for c, w, n in rows}
+        return [
+            (found.get((c, -1), 0), [found.get((c, w), 0) for w in range(p.windows)])
+            for c in range(len(p.starts))
+        ]
+
     async def retention(self, p: RetentionParams) -> Retention:
         with self._admitted() as deadline:
             table = await self._cohort_table([p.start], p, p.end, deadline)
             if table is None:
-                sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
-                rows = await self._query(queries.retention(p, sources), sources, deadline)
-                size = int(rows[0][1]) if rows else 0
-                by_window = {int(w): int(active) for w, _, active in rows}
-                table = [(size, [by_window.get(w, 0) for w in range(p.windows)])]
+                one = CohortsParams(
+                    DateRange(p.start, p.start), p.windows, p.granularity, p.segments
+                )
+                table = await self._cohort_table_sql(one, deadline)
         size, active = table[0]
         return Retention(
             start_date=p.start,
@@ -495,13 +506,7 @@ class Analytics:
         with self._admitted() as deadline:
             table = await self._cohort_table(starts, p, p.end, deadline)
             if table is None:
-                sources = await self._sources(date.min, p.end, p.segments, deadline, users=True)
-                rows = await self._query(queries.cohorts(p, sources), sources, deadline)
-                found = {(int(c), int(w)): int(n) for c, w, n in rows}
-                table = [
-                    (found.get((c, -1), 0), [found.get((c, w), 0) for w in range(p.windows)])
-                    for c in range(len(starts))
-                ]
+                table = await self._cohort_table_sql(p, deadline)
         return Cohorts(
             first=p.days.first,
             last=p.days.last,

@@ -24,7 +24,6 @@ from analytics.params import (
     CohortsParams,
     DateRange,
     FunnelParams,
-    RetentionParams,
     Segment,
 )
 from analytics.sources import Sources
@@ -125,47 +124,6 @@ SELECT event_type, CAST(sum(events) AS BIGINT) AS count
 FROM counted GROUP BY event_type
 ORDER BY count DESC, event_type ASC
 LIMIT $limit
-"""
-    return Statement(sql, params, sources.files)
-
-
-def retention(p: RetentionParams, sources: Sources) -> Statement:
-    """Cohort: users whose first (segment-matching) event ever falls in window 0.
-    Window k: cohort users with such an event in [start + k*g, start + (k+1)*g)."""
-    params: dict[str, Any] = {
-        "start": p.start,
-        "first_end": p.window_start(1),
-        "end": p.end,
-        "g": p.window_days,
-        "windows": p.windows,
-    }
-    where = segment_filter(p.segments, params)
-    lake = lake_relation(sources.files)
-    hot = _hot_pairs(sources, where)
-    sql = f"""
-WITH firsts AS (
-    SELECT user_id, min(day) AS first_day FROM (
-        SELECT user_id, min(date) AS day FROM {lake} WHERE date < $first_end{where}
-        GROUP BY user_id
-        UNION ALL
-        SELECT user_id, min(day) AS day FROM ({hot}) AS hot WHERE day < $first_end
-        GROUP BY user_id
-    ) GROUP BY user_id
-), cohort AS (
-    SELECT user_id FROM firsts WHERE first_day >= $start
-), activity AS (
-    SELECT date AS day, user_id FROM {lake} WHERE date >= $start AND date < $end{where}
-    UNION
-    SELECT day, user_id FROM ({hot}) AS hot WHERE day >= $start AND day < $end
-), active AS (
-    SELECT DISTINCT user_id, CAST((day - $start) // $g AS BIGINT) AS w
-    FROM activity SEMI JOIN cohort USING (user_id)
-), windows AS (
-    SELECT unnest(range(0, $windows)) AS w
-)
-SELECT windows.w, (SELECT count(*) FROM cohort) AS cohort_size, count(active.user_id) AS active
-FROM windows LEFT JOIN active USING (w)
-GROUP BY windows.w ORDER BY windows.w
 """
     return Statement(sql, params, sources.files)
 
@@ -303,9 +261,11 @@ SELECT day, CAST(users AS BIGINT) FROM running WHERE day >= $from ORDER BY day
 
 
 def cohorts(p: CohortsParams, sources: Sources) -> Statement:
-    """``retention`` for every cohort start at once: a user's cohort is the index of the
-    start whose first window holds their first counting event ever; rows
-    ``(cohort, window, active)`` for windows with anyone active, plus ``(cohort, -1, size)``.
+    """Retention for every cohort start at once (one start is ``/stats/retention``).
+    Cohort: users whose first counting event ever falls in a start's window 0 (the index of
+    that start); window k: cohort users with such an event in [start + k*g, start + (k+1)*g).
+    Rows ``(cohort, window, active)`` for windows with anyone active, plus
+    ``(cohort, -1, size)``.
     """
     starts = p.starts
     g = 7 if p.granularity == "week" else 1
