@@ -133,26 +133,30 @@ def from_keys(
     return [c + _distinct(users) for c, users in zip(counts, reached_by, strict=True)]
 
 
+def encode_keys(
+    parts: Sequence[tuple[np.ndarray, np.ndarray]], origin: int, t_bits: int
+) -> np.ndarray:
+    """Sorted uint64 keys ``user << t_bits | (time - origin)`` of (user numbers, times in
+    microseconds) arrays; every time must lie in ``[origin, origin + 2**t_bits)``."""
+    if not parts:
+        return np.zeros(0, np.uint64)
+    users = np.concatenate([p[0] for p in parts]).astype(np.uint64)
+    times = (np.concatenate([p[1] for p in parts]) - origin).astype(np.uint64)
+    return np.sort((users << np.uint64(t_bits)) | times)
+
+
 def from_events(
     events: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
     steps: Sequence[str],
     window: int,
 ) -> list[int]:
-    """``from_keys`` from (user numbers, times) arrays per type, keys made here."""
+    """``from_keys`` from (user numbers, times) arrays per type, over the span they cover."""
     times = [p[1] for parts in events.values() for p in parts if len(p[1])]
     if not times:
         return [0] * len(steps)
     origin = min(int(t.min()) for t in times)
     t_bits = (max(int(t.max()) for t in times) - origin + 1).bit_length()
-    keys = {}
-    for kind in dict.fromkeys(steps):
-        parts = events.get(kind, [])
-        if not parts:
-            keys[kind] = np.zeros(0, np.uint64)
-            continue
-        users = np.concatenate([p[0] for p in parts]).astype(np.uint64)
-        rel = (np.concatenate([p[1] for p in parts]) - origin).astype(np.uint64)
-        keys[kind] = np.sort((users << np.uint64(t_bits)) | rel)
+    keys = {k: encode_keys(events.get(k, []), origin, t_bits) for k in dict.fromkeys(steps)}
     return from_keys(keys, t_bits, steps, window)
 
 

@@ -90,16 +90,26 @@ def candidate_values(value: str) -> list[Any]:
     return found
 
 
-def _checked(lake: Lake, listed: list[asyncpg.Record]) -> tuple[str, ...]:
-    """Absolute paths of ``lake_files`` rows, each checked to exist with its recorded size.
+async def _lake_files(
+    conn: asyncpg.Connection, lake: Lake, first: date, end: date
+) -> list[tuple[date, str]]:
+    """``(day, absolute path)`` of the ``lake_files`` of days ``first <= day < end``, in path
+    order, each checked to exist with its recorded size.
 
     Raises ``LakeUnreadable``. PERF: one ``stat`` per file, a few microseconds each, so a
     deleted, truncated or replaced file is a clear error before any reader opens it.
     """
-    paths = tuple(str(lake.absolute(r["path"])) for r in listed)
-    for path, r in zip(paths, listed, strict=True):
+    listed = await conn.fetch(
+        "SELECT path, day, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
+        first,
+        end,
+    )
+    found = []
+    for r in listed:
+        path = str(lake.absolute(r["path"]))
         check_size(path, r["bytes"])
-    return paths
+        found.append((r["day"], path))
+    return found
 
 
 class _Args:
@@ -162,14 +172,7 @@ async def load_sources(
     """Lake files and hot facts for days ``first <= day < end`` (``date.min`` for all history)."""
     has_properties = any(s.kind == "property" for s in segments)
     async with snapshot(pool, deadline) as conn:
-        files = _checked(
-            lake,
-            await conn.fetch(
-                "SELECT path, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
-                first,
-                end,
-            ),
-        )
+        files = tuple(path for _, path in await _lake_files(conn, lake, first, end))
         lo, hi = day_start(first) if first > date.min else None, day_start(end)
         if not segments:
             return Sources(
@@ -254,13 +257,8 @@ async def load_day_summaries(
     """Day-level facts for ``first <= day < end``, from one snapshot (see ``load_sources``)."""
     async with snapshot(pool, deadline) as conn:
         files: dict[date, list[tuple[str, FileStats | None]]] = {}
-        listed = await conn.fetch(
-            "SELECT path, day, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
-            first,
-            end,
-        )
-        for r, path in zip(listed, _checked(lake, listed), strict=True):
-            files.setdefault(r["day"], []).append((path, read_stats(path)))
+        for day, path in await _lake_files(conn, lake, first, end):
+            files.setdefault(day, []).append((path, read_stats(path)))
         hot_users = {
             r["day"]: int(r["users"])
             for r in await conn.fetch(
@@ -318,14 +316,7 @@ async def load_rows(
     property segment)."""
     properties = properties or any(s.kind == "property" for s in segments)
     async with _mirrored(mirror, deadline, pool), snapshot(pool, deadline) as conn:
-        files = _checked(
-            lake,
-            await conn.fetch(
-                "SELECT path, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
-                first,
-                end,
-            ),
-        )
+        files = tuple(path for _, path in await _lake_files(conn, lake, first, end))
         view = await mirror.sync(conn) if mirror is not None else None
         if view is not None:
             return Sources(files, hot_rows=view.between(first, end))
@@ -381,12 +372,7 @@ async def load_catalog(
 ) -> Catalog:
     """Lake files of days ``first <= day < end`` (checked, by day) and the mirror's rows."""
     async with _mirrored(mirror, deadline, pool), snapshot(pool, deadline) as conn:
-        listed = await conn.fetch(
-            "SELECT path, day, bytes FROM lake_files WHERE day >= $1 AND day < $2 ORDER BY path",
-            first,
-            end,
-        )
         files: dict[date, list[str]] = {}
-        for r, path in zip(listed, _checked(lake, listed), strict=True):
-            files.setdefault(r["day"], []).append(path)
+        for day, path in await _lake_files(conn, lake, first, end):
+            files.setdefault(day, []).append(path)
         return Catalog(files, await mirror.sync(conn))

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyroaring import BitMap
 
+from analytics.funnel import encode_keys
 from analytics.hot_mirror import Chunk
 from analytics.params import Segment
 from analytics.queries import json_path
@@ -200,12 +201,15 @@ class UserSets:
         for d in wanted:
             self._dimension(sets, numbers, d, table)
         if kinds:
-            self._events(sets, table, kinds)
+            self._events(sets, table, kinds, numbers)
         return sets
 
-    def _events(self, sets: _Sets, table: pa.Table, types: Sequence[str]) -> None:
+    def _events(
+        self, sets: _Sets, table: pa.Table, types: Sequence[str], numbers: np.ndarray | None
+    ) -> None:
         """Each wanted type's (user numbers, times) of a source, kept for later funnels."""
-        numbers = self._numbers(table.column("user_id"))
+        if numbers is None:
+            numbers = self._numbers(table.column("user_id"))
         kinds = table.column(EVENT_TYPE).combine_chunks()
         times = table.column("occurred_at").combine_chunks().cast(pa.int64()).to_numpy()
         for kind in types:
@@ -224,7 +228,7 @@ class UserSets:
                 self._dimension(sets, numbers, d, chunk.table)
         kinds = [k for k in types if k not in sets.events]
         if kinds:
-            self._events(sets, chunk.table, kinds)
+            self._events(sets, chunk.table, kinds, numbers)
         return sets
 
     def funnel_keys(
@@ -247,13 +251,7 @@ class UserSets:
             if found is not None:
                 self._funnel_keys.move_to_end(cache_key)
                 return found
-        parts = [s.events[kind] for s in sources if kind in s.events]
-        if not parts:
-            keys = np.zeros(0, np.uint64)
-        else:
-            users = np.concatenate([p[0] for p in parts]).astype(np.uint64)
-            times = np.concatenate([p[1] for p in parts]) - origin
-            keys = np.sort((users << np.uint64(t_bits)) | times.astype(np.uint64))
+        keys = encode_keys([s.events[kind] for s in sources if kind in s.events], origin, t_bits)
         with self._lock:
             self._funnel_keys[cache_key] = keys
             while len(self._funnel_keys) > 16:
