@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint fuzz bench-micro lock
+.PHONY: install run test lint fuzz bench-micro lock system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+# Debian's chromium and prometheus (promtool), installed when missing: tools/system-packages.
+system-packages:
+	tools/system-packages
+
+test: lint system-packages
 	$(VENV)/bin/pytest
 
 # The schemathesis run of tests/test_schemathesis.py (which `make test` runs at 2,000+
