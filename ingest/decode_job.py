@@ -9,7 +9,8 @@ body in, the message out).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 from ingest.body import decode_content
 from ingest.media import decode_batch
 from ingest.validate import Limits
+from ingest.vendors.decode import decode_vendor
 from pipeline.message import BatchMeta, encode_message
 
 
@@ -34,6 +36,11 @@ class DecodeRequest:
     max_values: int
     max_bytes: int
     max_ratio: int
+    # A vendor's route (``segment:batch``, ``posthog:capture``, ...): the body is that
+    # vendor's JSON (``ingest/vendors/``); None: ``media``.
+    vendor: str | None = None
+    # For a body that carries its own key: key digest -> key id (``ingest/vendors/decode.py``).
+    key_ids: Mapping[bytes, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,11 @@ class DecodedRequest:
     rejected_json: bytes = b"[]"
     refusals: dict[str, int] = field(default_factory=dict)
     payload: bytes | None = None
+    # With ``key_ids``: the id of the key the body carried, or ``unknown_key`` (nothing
+    # decoded).
+    key_id: str | None = None
+    unknown_key: bool = False
+    vendor: str | None = None  # whose body it was (``/batch`` is PostHog's and Amplitude's)
 
 
 def decode_request(request: DecodeRequest, *, inflate_limit: int | None = None) -> DecodedRequest:
@@ -66,20 +78,39 @@ def decode_request(request: DecodeRequest, *, inflate_limit: int | None = None) 
         request.max_bytes if inflate_limit is None else min(inflate_limit, request.max_bytes),
         max_ratio=request.max_ratio,
     )
-    batch = decode_batch(
-        request.media,
-        body,
-        limits=request.limits,
-        now=request.now,
-        max_events=request.max_events,
-        max_values=request.max_values,
-        max_bytes=request.max_bytes,
-    )
-    payload = encode_message(batch.table, request.meta) if batch.accepted else None
+    meta, key_id, vendor = request.meta, None, None
+    if request.vendor is not None:
+        found = decode_vendor(
+            request.vendor,
+            body,
+            limits=request.limits,
+            now=request.now,
+            max_events=request.max_events,
+            max_values=request.max_values,
+            key_ids=request.key_ids,
+        )
+        vendor = found.vendor
+        if found.batch is None:
+            return DecodedRequest(received=0, accepted=0, unknown_key=True, vendor=vendor)
+        batch, key_id = found.batch, found.key_id
+        meta = replace(meta, key_id=key_id or meta.key_id, source=vendor)
+    else:
+        batch = decode_batch(
+            request.media,
+            body,
+            limits=request.limits,
+            now=request.now,
+            max_events=request.max_events,
+            max_values=request.max_values,
+            max_bytes=request.max_bytes,
+        )
+    payload = encode_message(batch.table, meta) if batch.accepted else None
     return DecodedRequest(
         received=batch.received,
         accepted=batch.accepted,
         rejected_json=msgspec.json.encode(batch.rejected),
         refusals=dict(Counter(r.code for r in batch.rejected)),
         payload=payload,
+        key_id=key_id,
+        vendor=vendor,
     )

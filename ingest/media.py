@@ -86,7 +86,7 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _check_count(n: int, max_events: int) -> None:
+def check_count(n: int, max_events: int) -> None:
     if n > max_events:
         raise Refusal(
             ErrorCode.TOO_MANY_EVENTS,
@@ -97,7 +97,7 @@ def _check_count(n: int, max_events: int) -> None:
         raise Refusal(ErrorCode.EMPTY_BATCH, "the request contains no events")
 
 
-def _too_many_events(max_events: int) -> NoReturn:
+def too_many_events(max_events: int) -> NoReturn:
     raise Refusal(
         ErrorCode.TOO_MANY_EVENTS,
         f"more than {max_events} events in one request; the limit is {max_events}",
@@ -105,7 +105,7 @@ def _too_many_events(max_events: int) -> NoReturn:
     )
 
 
-def _check_values(n: int, max_values: int) -> None:
+def check_values(n: int, max_values: int) -> None:
     if n > max_values:
         raise Refusal(
             ErrorCode.TOO_MANY_VALUES,
@@ -125,8 +125,8 @@ def decode_json(
     # Counted from the bytes before any object is built (ingest/json_shape.py).
     shape = json_shape(body, max_events=max_events, max_values=max_values)
     if shape.events > max_events:
-        _too_many_events(max_events)
-    _check_values(shape.values, max_values)
+        too_many_events(max_events)
+    check_values(shape.values, max_values)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as ex:
@@ -136,7 +136,7 @@ def decode_json(
         raise Refusal(
             ErrorCode.INVALID_BODY, 'the body must be a JSON array of events or {"events": [...]}'
         )
-    _check_count(len(events), max_events)
+    check_count(len(events), max_events)
     return validate_records(events, limits, now)
 
 
@@ -149,9 +149,9 @@ def decode_ndjson(
 ) -> ValidatedBatch:
     numbered = ndjson_lines(body, max_events=max_events)
     if numbered is None:
-        _too_many_events(max_events)
-    _check_count(len(numbered), max_events)
-    _check_values(ndjson_values(body, max_values=max_values), max_values)
+        too_many_events(max_events)
+    check_count(len(numbered), max_events)
+    check_values(ndjson_values(body, max_values=max_values), max_values)
     loads = orjson.loads
     pre_refused: dict[int, tuple[str, str]] = {}
     try:
@@ -174,7 +174,7 @@ def decode_arrow(
     body: bytes, limits: Limits, now: datetime, max_events: int, max_bytes: int
 ) -> ValidatedBatch:
     table = read_arrow(body, max_bytes, max_events)
-    _check_count(table.num_rows, max_events)
+    check_count(table.num_rows, max_events)
     try:
         return validate_arrow(table, limits, now, max_bytes=max_bytes)
     except SchemaError as ex:

@@ -25,6 +25,7 @@ from core.codes import ErrorCode, Refusal
 from core.config import Settings, load_settings
 from core.logs import configure_logging
 from ingest.events import EventsResource
+from ingest.vendors.routes import add_vendor_routes
 from service import errors
 from service.api_docs import add_doc_routes
 from service.auth import AuthMiddleware
@@ -115,18 +116,15 @@ def create_app(
     """Build the ASGI app; connections open on the ASGI lifespan start-up event."""
     settings.require_auth()
     runtime = Runtime(settings)
-    middleware: list[Any] = [
-        RequestLogMiddleware(),
-        runtime,
-        AuthMiddleware(settings.keys, allow_no_auth=settings.allow_no_auth),
-        QueryGuard(),
-    ]
+    auth = AuthMiddleware(settings.keys, allow_no_auth=settings.allow_no_auth)
+    middleware: list[Any] = [RequestLogMiddleware(), runtime, auth, QueryGuard()]
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True  # /events/ is /events, no redirect
     handler = _json_handler()
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.add_route("/events", EventsResource(settings, runtime, clock))
+    add_vendor_routes(app, settings, runtime, clock, auth)
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(runtime))

@@ -26,6 +26,7 @@ from analytics.limits import (
     TooManyQueries,
 )
 from core.codes import ErrorCode, Refusal
+from ingest.dialects import NATIVE
 from ingest.ratelimit import RedisUnavailable
 from pipeline.publisher import BrokerUnavailable, QueueFull
 from storage.lake import LakeUnreadable
@@ -89,17 +90,22 @@ ANSWERS: dict[type[Exception], Callable[[Any], Refusal]] = {
 }
 
 
-def _answer(resp: falcon.asgi.Response, refusal: Refusal) -> None:
-    resp.status = refusal.status
-    resp.media = refusal.body()
-    for name, value in refusal.headers.items():
+def _answer(req: falcon.asgi.Request, resp: falcon.asgi.Response, refusal: Refusal) -> None:
+    """The refusal in the form of the route's dialect: ours, or that of the vendor whose
+    SDK called (``ingest/dialects.py``)."""
+    dialect = req.context.get("dialect") or NATIVE
+    status, body, headers = dialect.refused(refusal)
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = body
+    for name, value in headers.items():
         resp.set_header(name, value)
 
 
 async def _refused(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Refusal, params: dict[str, Any]
 ) -> None:
-    _answer(resp, ex)
+    _answer(req, resp, ex)
 
 
 def _domain(
@@ -108,7 +114,7 @@ def _domain(
     async def handle(
         req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: Any
     ) -> None:
-        _answer(resp, to_refusal(ex))
+        _answer(req, resp, to_refusal(ex))
 
     return handle
 
