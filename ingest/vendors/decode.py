@@ -46,7 +46,7 @@ class _TopKeys(msgspec.Struct):
     api_key: Any = None
     token: Any = None
     writeKey: Any = None  # Segment's name
-    events: msgspec.Raw | None = None  # Amplitude's events (not decoded here)
+    events: msgspec.Raw = msgspec.Raw(b"")  # Amplitude's events (not decoded here)
 
 
 _TOP_KEYS = msgspec.json.Decoder(_TopKeys)
@@ -97,7 +97,8 @@ def decode_vendor(
     key_id = None
     top = top_level(body) if key_ids is not None or vendor == AUTO else None
     if vendor == AUTO:
-        vendor = amplitude.VENDOR if top is not None and top.events is not None else posthog.VENDOR
+        amplitudes = top is not None and bytes(top.events).startswith(b"[")
+        vendor = amplitude.VENDOR if amplitudes else posthog.VENDOR
     if key_ids is not None and (found := _key(top)) is not None:
         key_id = key_ids.get(key_digest(found))
         if key_id is None:
