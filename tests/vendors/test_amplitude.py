@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,13 @@ class Sent:
         self.results.append((event.insert_id, code, message))
 
 
-def _send(url: str, events: list[BaseEvent], key: str = INGEST_KEY, **options: Any) -> Sent:
+def _send(
+    url: str,
+    events: list[BaseEvent],
+    key: str = INGEST_KEY,
+    done: Callable[[], bool] | None = None,
+    **options: Any,
+) -> Sent:
     sent = Sent()
     client = Amplitude(
         key, Config(server_url=url, flush_interval_millis=50, callback=sent, **options)
@@ -42,7 +49,7 @@ def _send(url: str, events: list[BaseEvent], key: str = INGEST_KEY, **options: A
     # SDK's retry queue, after the flush.
     deadline = time.monotonic() + 30
     while {r[0] for r in sent.results} != {e.insert_id for e in events}:
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (done is not None and done()):
             break
         client.flush()
         time.sleep(0.05)
@@ -113,7 +120,13 @@ async def test_an_unknown_key_is_a_400_invalid_api_key_on_which_the_sdk_stops(
     service: Service, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="amplitude"):
-        await asyncio.to_thread(_send, service.base + "/2/httpapi", _events(2), key="bad-key")
+        await asyncio.to_thread(
+            _send,
+            service.base + "/2/httpapi",
+            _events(2),
+            key="bad-key",
+            done=lambda: "Invalid API Key" in caplog.text,
+        )
     assert "Invalid API Key" in caplog.text
     assert await db.fetchval("SELECT count(*) FROM events") == 0
 
