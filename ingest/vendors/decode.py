@@ -53,10 +53,11 @@ _TOP_KEYS = msgspec.json.Decoder(_TopKeys)
 
 
 def top_level(body: bytes) -> _TopKeys | None:
-    """The top of a JSON object body (None: not one)."""
+    """The top of a JSON object body (None: not one, or one too deeply nested to skip:
+    the full decode refuses it)."""
     try:
         return _TOP_KEYS.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
 
