@@ -35,7 +35,7 @@ import httpx
 import orjson
 import psutil
 
-from bench.attacks import ATTACKS, MAX_BODY, NDJSON, Attack, ndjson_empty_objects
+from bench.attacks import ATTACKS, MAX_BODY, NDJSON, VENDOR_ATTACKS, Attack, ndjson_empty_objects
 from bench.harness import delete_queues_of, free_port, machine, percentile
 from storage.db import drop_database
 
@@ -140,7 +140,7 @@ async def _post(http: httpx.AsyncClient, attack: Attack) -> tuple[int | str, str
     started = time.perf_counter()
     try:
         answer = await http.post(
-            "/events",
+            attack.path,
             content=attack.body,
             headers={"Content-Type": attack.content_type, **attack.headers},
         )
@@ -151,7 +151,10 @@ async def _post(http: httpx.AsyncClient, attack: Attack) -> tuple[int | str, str
     code = ""
     with contextlib.suppress(ValueError, KeyError, TypeError):
         doc = answer.json()
-        code = doc["error"]["code"]
+        # Ours: {"error": {"code"}}; a vendor's dialect: "code" (Amplitude: "error_code").
+        code = doc.get("error_code") or (
+            doc["code"] if isinstance(doc.get("code"), str) else doc["error"]["code"]
+        )
         if code == "no_valid_events":
             code = ",".join(sorted({r["code"] for r in doc["rejected"]}))
     return answer.status_code, code, elapsed
@@ -165,7 +168,7 @@ async def measure(url: str, key: str, tree: Tree) -> dict[str, Any]:
         await http.post(
             "/events", content=_valid_body(2 * 1024 * 1024), headers={"Content-Type": NDJSON}
         )
-        for make in ATTACKS:
+        for make in (*ATTACKS, *VENDOR_ATTACKS):
             attack = make()
             base = tree.reset_peaks()
             cpu = tree.cpu()

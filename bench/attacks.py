@@ -35,6 +35,9 @@ class Attack:
     code: str  # error.code of the answer (or of every refused event, for a 400 with events)
     headers: dict[str, str] = field(default_factory=dict)
     what: str = ""
+    # A vendor's route (``ingest/vendors/routes.py``): its path and ``vendor:call``.
+    path: str = "/events"
+    route: str | None = None
 
 
 def _event(**fields: object) -> dict[str, object]:
@@ -249,6 +252,101 @@ def gzip_empty_objects() -> Attack:
         what="32 MiB array of {}, gzipped",
     )
 
+
+# The vendors' routes. A key in the body (PostHog, Amplitude) is read before anything else:
+# the attacks there come with no key header (an empty X-API-Key is no key).
+BODY_KEY = {"X-API-Key": ""}
+UNKNOWN_KEY = "not-a-key-of-this-service"
+
+
+def segment_empty_messages() -> Attack:
+    """Segment's batch of 32 MiB of {} messages."""
+    return Attack(
+        "segment_empty_messages",
+        JSON,
+        _fill(b"{}", b'{"batch":[', b"]}"),
+        413,
+        "too_many_events",
+        what='{"batch": [{} x 11M]}',
+        path="/v1/batch",
+        route="segment:batch",
+    )
+
+
+def posthog_unknown_key() -> Attack:
+    """A maximal PostHog batch of plausible events, with a key the service does not know:
+    refused from the key pass, before any event is decoded."""
+    unit = orjson.dumps({"event": "view", "distinct_id": "u1", "properties": {"x": 1}})
+    head = orjson.dumps({"api_key": UNKNOWN_KEY})[:-1] + b',"batch":['
+    return Attack(
+        "posthog_unknown_key",
+        JSON,
+        _fill(unit, head, b"]}"),
+        401,
+        "unauthorized",
+        headers=BODY_KEY,
+        what="32 MiB batch, unknown api_key",
+        path="/batch/",
+        route="posthog:batch",
+    )
+
+
+def amplitude_nested_values() -> Attack:
+    """One Amplitude event whose event_properties hold eleven million empty arrays (the key
+    in a header)."""
+    head = b'{"events":[{"event_type":"t","user_id":"user-1","event_properties":{"x":['
+    return Attack(
+        "amplitude_nested_values",
+        JSON,
+        _fill(b"[]", head, b"]}}]}"),
+        413,
+        "too_many_values",
+        what="1 event, event_properties {x: [[] x 11M]}",
+        path="/2/httpapi",
+        route="amplitude:batch",
+    )
+
+
+def posthog_deep_nesting() -> Attack:
+    """A PostHog event nested 10 million arrays deep beside its key: too deep for the key
+    pass (msgspec's recursion limit), so the count of values from the bytes refuses it."""
+    depth = 10_000_000
+    body = orjson.dumps({"api_key": UNKNOWN_KEY})[:-1] + b',"x":' + b"[" * depth + b"]" * depth
+    return Attack(
+        "posthog_deep_nesting",
+        JSON,
+        body + b"}",
+        413,
+        "too_many_values",
+        headers=BODY_KEY,
+        what="10M nested arrays beside the key",
+        path="/e/",
+        route="posthog:capture",
+    )
+
+
+def segment_gzip_bomb() -> Attack:
+    attack = gzip_bomb()
+    return Attack(
+        "segment_gzip_bomb",
+        JSON,
+        attack.body,
+        413,
+        "body_too_large",
+        headers=attack.headers,
+        what=attack.what,
+        path="/v1/batch",
+        route="segment:batch",
+    )
+
+
+VENDOR_ATTACKS: tuple[Callable[[], Attack], ...] = (
+    segment_empty_messages,
+    posthog_unknown_key,
+    amplitude_nested_values,
+    posthog_deep_nesting,
+    segment_gzip_bomb,
+)
 
 ATTACKS: tuple[Callable[[], Attack], ...] = (
     arrow_null_list,

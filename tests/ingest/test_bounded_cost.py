@@ -51,10 +51,11 @@ def _reset_peak() -> None:
 
 def _decode_each(names: list[str]) -> list[dict[str, Any]]:
     """Runs in a fresh process: every attack decoded as the API does, with its cost."""
-    from core.codes import Refusal
+    from core.codes import ErrorCode, Refusal
     from ingest.body import decode_content
     from ingest.media import decode_batch
     from ingest.validate import Limits
+    from ingest.vendors.decode import decode_vendor, key_digest
 
     results = []
     for name in names:
@@ -67,14 +68,32 @@ def _decode_each(names: list[str]) -> list[dict[str, Any]]:
             body = decode_content(
                 attack.body, attack.headers.get("Content-Encoding"), 32 * MB, max_ratio=200
             )
-            batch = decode_batch(
-                attack.content_type,
-                body,
-                limits=Limits(),
-                now=NOW,
-                max_events=50_000,
-                max_bytes=32 * MB,
-            )
+            if attack.route is None:
+                batch = decode_batch(
+                    attack.content_type,
+                    body,
+                    limits=Limits(),
+                    now=NOW,
+                    max_events=50_000,
+                    max_bytes=32 * MB,
+                )
+            else:
+                # A key in the body is looked up among the service's (one, here).
+                key_ids = (
+                    {key_digest("the-key"): "key_1"} if attack.headers == attacks.BODY_KEY else None
+                )
+                found = decode_vendor(
+                    attack.route,
+                    body,
+                    limits=Limits(),
+                    now=NOW,
+                    max_events=50_000,
+                    max_values=1_000_000,
+                    key_ids=key_ids,
+                )
+                if found.batch is None:
+                    raise Refusal(ErrorCode.UNAUTHORIZED, "unknown key")
+                batch = found.batch
             outcome.update(
                 status=400 if batch.accepted == 0 else 202,
                 codes=sorted({r.code for r in batch.rejected}),
@@ -91,12 +110,14 @@ def _decode_each(names: list[str]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def attack_results() -> dict[str, dict[str, Any]]:
-    names = [make.__name__ for make in attacks.ATTACKS]
+    names = [make.__name__ for make in (*attacks.ATTACKS, *attacks.VENDOR_ATTACKS)]
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return {r["name"]: r for r in pool.apply(_decode_each, (names,))}
 
 
-@pytest.mark.parametrize("make", attacks.ATTACKS, ids=lambda make: make.__name__)
+@pytest.mark.parametrize(
+    "make", (*attacks.ATTACKS, *attacks.VENDOR_ATTACKS), ids=lambda make: make.__name__
+)
 def test_each_attack_is_refused_with_bounded_memory(
     attack_results: dict[str, dict[str, Any]], make: Any
 ) -> None:
