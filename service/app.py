@@ -28,6 +28,7 @@ from ingest.events import EventsResource
 from service import errors
 from service.api_docs import add_doc_routes
 from service.auth import AuthMiddleware
+from service.dashboard import DashboardHeaders, add_dashboard_routes
 from service.operations import HealthResource, MetricsResource, ReadyResource
 from service.runtime import Runtime
 
@@ -117,6 +118,7 @@ def create_app(
     runtime = Runtime(settings)
     middleware: list[Any] = [
         RequestLogMiddleware(),
+        DashboardHeaders(),
         runtime,
         AuthMiddleware(settings.keys, allow_no_auth=settings.allow_no_auth),
         QueryGuard(),
@@ -131,6 +133,7 @@ def create_app(
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(runtime))
     add_doc_routes(app, settings)
+    add_dashboard_routes(app)
     add_routes(app, settings, runtime.analytics)
     errors.register(app)  # the one table of errors and their answers
     return app
