@@ -13,7 +13,7 @@ const FIELDS = [
 ];
 const DEFAULTS = {
   segment: "", rolling: "7,30", limit: "10", granularity: "week", windows: "4", steps: "",
-  funnel_window: "86400",
+  funnel_window: "604800", // the API's default: 7 days
 };
 const ALWAYS_IN_FRAGMENT = new Set(["from", "to", "segment"]);
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
