@@ -29,6 +29,7 @@ from ingest.vendors.routes import add_vendor_routes
 from service import errors
 from service.api_docs import add_doc_routes
 from service.auth import AuthMiddleware
+from service.dashboard import DashboardHeaders, add_dashboard_routes
 from service.operations import HealthResource, MetricsResource, ReadyResource
 from service.runtime import Runtime
 
@@ -117,7 +118,13 @@ def create_app(
     settings.require_auth()
     runtime = Runtime(settings)
     auth = AuthMiddleware(settings.keys, allow_no_auth=settings.allow_no_auth)
-    middleware: list[Any] = [RequestLogMiddleware(), runtime, auth, QueryGuard()]
+    middleware: list[Any] = [
+        RequestLogMiddleware(),
+        DashboardHeaders(),
+        runtime,
+        auth,
+        QueryGuard(),
+    ]
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True  # /events/ is /events, no redirect
     handler = _json_handler()
@@ -129,6 +136,7 @@ def create_app(
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(runtime))
     add_doc_routes(app, settings)
+    add_dashboard_routes(app)
     add_routes(app, settings, runtime.analytics)
     errors.register(app)  # the one table of errors and their answers
     return app

@@ -682,6 +682,24 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            "/": {
+                "get": {
+                    "tags": ["operations"],
+                    "summary": "The dashboard (its script asks for a key with the `read` scope)",
+                    "description": "A static page: daily and rolling active users, top events, "
+                    "retention by cohort and a funnel, each chart with its numbers as a table. "
+                    "The view is in the URL fragment (`#from=YYYY-MM-DD&to=YYYY-MM-DD&segment="
+                    "...`); a `key=` there is moved to sessionStorage and sent only as the "
+                    "`X-API-Key` header of the page's `/stats/*` requests.",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "An HTML page.",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {
