@@ -344,6 +344,13 @@ class Settings:
         "Address of the worker metrics endpoint.",
         str,
     )
+    compact_metrics_port: int = setting(
+        "EVENTS_COMPACT_METRICS_PORT",
+        "0",
+        "Port where `events compact --every` serves its Prometheus metrics (0: off), on "
+        "`EVENTS_WORKER_METRICS_HOST`.",
+        _non_negative_int,
+    )
     max_events_per_request: int = setting(
         "EVENTS_MAX_EVENTS_PER_REQUEST",
         "50000",

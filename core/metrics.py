@@ -26,6 +26,8 @@ from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# From the API's receipt to the worker's commit: milliseconds when drained, hours when stuck.
+_LAG = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 # The API
 EVENTS_RECEIVED = Counter("events_received_total", "Events in requests, by body format", ["source"])
@@ -79,6 +81,17 @@ WORKER_INTAKE_PAUSES = Counter(
     "worker_intake_pauses_total",
     "Consumers cancelled because bodies grew past what the bytes cap left room for",
 )
+COMMITS = Counter("worker_commits_total", "Micro-batches committed to PostgreSQL (then acked)")
+COMMIT_LAG = Histogram(
+    "worker_commit_lag_seconds",
+    "Age of a micro-batch's oldest message at its commit: now - the API's received_at",
+    buckets=_LAG,
+)
+LAST_COMMIT = Gauge(
+    "worker_last_commit_timestamp_seconds",
+    "Unix time of the last micro-batch committed by a worker process of the host",
+    multiprocess_mode="max",
+)
 
 # The compactor
 COMPACTION_RUNS = Counter("compaction_runs_total", "Compaction runs")
@@ -88,6 +101,37 @@ COMPACTION_LOCK_RETRIES = Counter(
     "compaction_lock_retries_total",
     "Times the compactor let go of a lock wait on events (a reader held it) to retry later",
 )
+COMPACTION_FAILURES = Counter(
+    "compaction_failures_total",
+    "Compaction failures: a day left in PostgreSQL (stage=day), a run that raised (stage=run)",
+    ["stage"],
+)
+COMPACTION_LAST_SUCCESS = Gauge(
+    "compaction_last_success_timestamp_seconds",
+    "Unix time a compaction run last ended with no failed day (0: none yet in this process)",
+    multiprocess_mode="max",
+)
+
+# Label values known in advance, created at import with 0: a series exists from the first
+# scrape, so rate()/increase() see its first increment and dashboards show 0, not "no data".
+# (Refusal codes and body formats are created where they are defined: ingest/.)
+KNOWN_LABELS: dict[Counter, tuple[str, ...]] = {
+    RATE_LIMITED: ("rate", "too_large"),
+    PUBLISH_REFUSED: ("queue_full", "broker_unavailable"),
+    RETRIES: ("database_down", "contention", "write_error"),
+    DEAD_LETTERS: ("undecodable", "staging_failed", "refused_by_database", "write_failed"),
+    COMPACTION_FAILURES: ("day", "run"),
+}
+
+
+def touch(counter: Counter, values: Iterable[str]) -> None:
+    """Create ``counter``'s series for each value of its one label (at 0 when new)."""
+    for value in values:
+        counter.labels(value)
+
+
+for _counter, _values in KNOWN_LABELS.items():
+    touch(_counter, _values)
 
 
 def observe_batch(source: str, received: int, refusals: dict[str, int]) -> None:
@@ -95,6 +139,14 @@ def observe_batch(source: str, received: int, refusals: dict[str, int]) -> None:
     EVENTS_RECEIVED.labels(source=source).inc(received)
     for code, count in refusals.items():
         EVENTS_REJECTED.labels(reason=code).inc(count)
+
+
+def observe_commit(oldest_received_at: float, now: float) -> None:
+    """One micro-batch committed; ``oldest_received_at``: its oldest message's receipt
+    (Unix seconds, the API host's clock)."""
+    COMMITS.inc()
+    COMMIT_LAG.observe(max(0.0, now - oldest_received_at))
+    LAST_COMMIT.set(now)
 
 
 class QueueDepth(Collector):
@@ -110,16 +162,32 @@ class QueueDepth(Collector):
         yield gauge
 
 
-def render(queue_depths: dict[str, int] | None = None) -> bytes:
-    """The exposition text: every process's values (multiprocess mode) or this one's."""
+class RedisUp(Collector):
+    """``redis_up``: whether the answering process reached Redis, checked when scraped."""
+
+    def __init__(self, up: bool) -> None:
+        self._up = up
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "redis_up",
+            "1 if this API process's PING to Redis answered at scrape time",
+            int(self._up),
+        )
+
+
+def render(queue_depths: dict[str, int] | None = None, redis_up: bool | None = None) -> bytes:
+    """The exposition text: every process's values (multiprocess mode) or this one's,
+    plus what the answering process read at scrape time (queue depths, Redis)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
     text = generate_latest(registry)
+    extra = CollectorRegistry()
     if queue_depths:
-        extra = CollectorRegistry()
         extra.register(QueueDepth(queue_depths))
-        text += generate_latest(extra)
-    return text
+    if redis_up is not None:
+        extra.register(RedisUp(redis_up))
+    return text + generate_latest(extra)

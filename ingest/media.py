@@ -17,10 +17,18 @@ from typing import Any, NoReturn
 import orjson
 import pyarrow as pa
 
+from core import metrics
 from core.codes import ErrorCode, Refusal
 from ingest.arrow_body import read_arrow
 from ingest.json_shape import json_shape, ndjson_lines, ndjson_values
-from ingest.validate import Limits, SchemaError, TooLarge, ValidatedBatch, validate_records
+from ingest.validate import (
+    REFUSAL_CODES,
+    Limits,
+    SchemaError,
+    TooLarge,
+    ValidatedBatch,
+    validate_records,
+)
 from ingest.validate_arrow import validate_arrow
 
 JSON = "application/json"
@@ -37,6 +45,9 @@ _MEDIA_TYPES = {
     "application/vnd.apache.arrow.stream": ARROW,
 }
 SOURCES = {JSON: "json", NDJSON: "ndjson", ARROW: "arrow"}
+# Their series exist from start-up (at 0), so rate() sees the first events and refusals.
+metrics.touch(metrics.EVENTS_RECEIVED, SOURCES.values())
+metrics.touch(metrics.EVENTS_REJECTED, REFUSAL_CODES)
 # JSON values (objects, arrays, separated values) one body may hold: bounds the memory of
 # decoding it (``EVENTS_MAX_JSON_VALUES``).
 DEFAULT_MAX_VALUES = 1_000_000

@@ -104,6 +104,7 @@ _CODES = (
     "invalid_character",
     "event_too_large",
 )
+REFUSAL_CODES = _CODES[1:]  # every code an event can be refused with
 _CODE_ID = {code: i for i, code in enumerate(_CODES)}
 _FIELD_NAMES = (None, *FIELDS)
 _FIELD_ID = {name: i for i, name in enumerate(_FIELD_NAMES)}

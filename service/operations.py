@@ -73,7 +73,8 @@ class ReadyResource:
 
 
 class MetricsResource:
-    """``GET /metrics``: Prometheus text, summed over every process of the host."""
+    """``GET /metrics``: Prometheus text, summed over every process of the host, plus what
+    this process reads when scraped: the queue depths and whether Redis answers a PING."""
 
     auth_required = False
 
@@ -82,5 +83,6 @@ class MetricsResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         depths = await self._runtime.queue_depths()
+        redis_up = await self._runtime.redis_ready()
         resp.content_type = metrics.CONTENT_TYPE
-        resp.data = metrics.render(depths)
+        resp.data = metrics.render(depths, redis_up)

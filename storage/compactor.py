@@ -141,6 +141,20 @@ class Compactor:
         return sorted(days)
 
     async def run_once(self) -> CompactionReport:
+        """One run over every cold day; counted in ``compaction_failures_total{stage}`` (a
+        failed day, a run that raised) and ``compaction_last_success_timestamp_seconds``."""
+        try:
+            report = await self._run_once()
+        except Exception:
+            metrics.COMPACTION_FAILURES.labels(stage="run").inc()
+            raise
+        if report.failed:
+            metrics.COMPACTION_FAILURES.labels(stage="day").inc(len(report.failed))
+        else:
+            metrics.COMPACTION_LAST_SUCCESS.set(time.time())
+        return report
+
+    async def _run_once(self) -> CompactionReport:
         report = CompactionReport()
         conn = await connect(self._url)
         try:

@@ -166,6 +166,8 @@ class WriteStep:
         for delivery in deliveries(messages):
             await self._in_flight.ack(delivery)
         seconds = time.perf_counter() - started
+        oldest = min(m.payload.meta.received_at for m in messages)
+        metrics.observe_commit(oldest.timestamp(), time.time())
         metrics.EVENTS_INSERTED.inc(result.inserted)
         metrics.EVENTS_DUPLICATES.inc(result.duplicates)
         metrics.BATCH_EVENTS.observe(result.inserted + result.duplicates)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import signal
 
 from core.config import Settings
+from core.metrics_dir import ENV
 from service.commands.common import install_uvloop, migrate, parse_duration
+
+log = logging.getLogger("events")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +22,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="keep running, once per DURATION (30s, 15m, 1h, 1d)",
     )
+
+
+def serve_compactor_metrics(settings: Settings) -> None:
+    """``GET /metrics`` of this compactor on EVENTS_COMPACT_METRICS_PORT (with a shared
+    ``PROMETHEUS_MULTIPROC_DIR``, of every process writing there)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+
+    registry = REGISTRY
+    if os.environ.get(ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(
+        settings.compact_metrics_port, addr=settings.worker_metrics_host, registry=registry
+    )
+    log.info("compactor metrics served", extra={"port": settings.compact_metrics_port})
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -40,6 +60,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             f"unpublished leftovers removed: {report.orphans_removed}"
         )
         return 0
+
+    if settings.compact_metrics_port:
+        serve_compactor_metrics(settings)
 
     async def forever() -> None:
         stop = asyncio.Event()
