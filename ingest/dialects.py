@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from core import metrics
 from core.codes import ErrorCode, Refusal
 from ingest.answers import Accepted, Rejection
 from ingest.vendors import amplitude
@@ -188,3 +189,5 @@ SEGMENT = SegmentDialect()
 POSTHOG = PostHogDialect()
 AMPLITUDE = AmplitudeDialect()
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (NATIVE, SEGMENT, POSTHOG, AMPLITUDE)}
+# The vendors are body formats of `events_received_total{source}` too: a series from the start.
+metrics.touch(metrics.EVENTS_RECEIVED, [d.name for d in (SEGMENT, POSTHOG, AMPLITUDE)])
