@@ -95,6 +95,7 @@ class CaptureResource:
     """
 
     required_scope = "ingest"
+    cors = True  # browsers may send from any origin (service/cors.py)
     dialect: Dialect = NATIVE
     route: str | None = None  # a vendor's ``vendor:call`` (None: ours, by media type)
 
@@ -132,7 +133,8 @@ class CaptureResource:
         """The body's media type (a 415 for one this route does not read)."""
         return media_type(req.content_type)
 
-    def content_encoding(self, req: falcon.asgi.Request) -> str | None:
+    def content_encoding(self, req: falcon.asgi.Request, raw: bytes) -> str | None:
+        """How the body (read: ``raw``) is compressed."""
         return req.get_header("Content-Encoding")
 
     async def _redis(self, call: Awaitable[T]) -> T | None:
@@ -164,7 +166,6 @@ class CaptureResource:
         dialect = req.context.dialect = self.dialect
         wait, timeout = self._wait_params(req)
         media = self.media(req)
-        encoding = self.content_encoding(req)
         if req.content_length is not None and req.content_length > s.max_body_bytes:
             raise Refusal(
                 ErrorCode.BODY_TOO_LARGE,
@@ -191,6 +192,7 @@ class CaptureResource:
                     req.stream, req.content_length, s.max_body_bytes, timeout=s.client_timeout
                 )
                 reservation.shrink_to(len(raw))
+                encoding = self.content_encoding(req, raw)
                 idempotency_key = req.get_header("Idempotency-Key")
                 request = fingerprint(self.route or media, encoding, raw)
                 if idempotency_key is not None and key_id is not None:

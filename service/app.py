@@ -29,6 +29,7 @@ from ingest.vendors.routes import add_vendor_routes
 from service import errors
 from service.api_docs import add_doc_routes
 from service.auth import AuthMiddleware
+from service.cors import CaptureCors
 from service.dashboard import DashboardHeaders, add_dashboard_routes
 from service.operations import HealthResource, MetricsResource, ReadyResource
 from service.runtime import Runtime
@@ -121,6 +122,7 @@ def create_app(
     middleware: list[Any] = [
         RequestLogMiddleware(),
         DashboardHeaders(),
+        CaptureCors(),
         runtime,
         auth,
         QueryGuard(),

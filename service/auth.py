@@ -22,6 +22,7 @@ import falcon.asgi
 from core.codes import ErrorCode, Refusal
 from core.config import SCOPES, ApiKey
 from ingest.vendors.decode import key_digest
+from service.cors import is_preflight
 
 ANONYMOUS = "anonymous"
 
@@ -108,6 +109,8 @@ class AuthMiddleware:
     ) -> None:
         if not getattr(resource, "auth_required", True):
             return
+        if getattr(resource, "cors", False) and is_preflight(req):
+            return  # a browser's CORS preflight carries no key (service/cors.py)
         identified = self.identify(presented_key(req))
         if identified is None:
             raise _unauthorized()

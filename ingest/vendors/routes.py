@@ -34,6 +34,7 @@ _JSON_TYPES = ("application/json", "text/plain")
 # PostHog's ``?compression=``: gzip-js is posthog-js's gzip; its lz64 and base64 bodies are
 # not read.
 _POSTHOG_COMPRESSION = {"gzip-js": "gzip", "gzip": "gzip"}
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class VendorResource(CaptureResource):
@@ -77,11 +78,16 @@ class VendorResource(CaptureResource):
 
 
 class PostHogResource(VendorResource):
-    def content_encoding(self, req: falcon.asgi.Request) -> str | None:
+    def content_encoding(self, req: falcon.asgi.Request, raw: bytes) -> str | None:
+        """The header, else ``?compression=``, else gzip when the body is gzip: posthog-js
+        sends its gzip-js bodies as text/plain with neither (no JSON text begins with
+        gzip's magic bytes)."""
         header = req.get_header("Content-Encoding")
         compression = req.get_param("compression")
-        if header or not compression:
+        if header:
             return header
+        if not compression:
+            return "gzip" if raw.startswith(_GZIP_MAGIC) else None
         try:
             return _POSTHOG_COMPRESSION[compression.strip().lower()]
         except KeyError:

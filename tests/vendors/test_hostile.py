@@ -197,3 +197,19 @@ async def test_our_own_headers_work_on_every_vendor_route(settings: Settings) ->
             headers={**JSON, "X-API-Key": API_KEY},
         )
     assert answer.status_code == 200 and answer.json["events_ingested"] == 1
+
+
+async def test_posthog_js_gzip_without_a_header_is_read_and_bounded_like_any_gzip(
+    settings: Settings,
+) -> None:
+    # posthog-js sends gzip bodies as text/plain with no Content-Encoding: the magic bytes
+    # say so, and the inflation limits apply as to any gzip body.
+    events = [{"event": "view", "distinct_id": "d", "properties": {"token": INGEST_KEY}}]
+    plain = {"Content-Type": "text/plain"}
+    async with conductor(settings) as c:
+        ok = await c.simulate_post("/e/", body=gzip.compress(orjson.dumps(events)), headers=plain)
+        bomb = await c.simulate_post(
+            "/e/", body=gzip.compress(b" " * (settings.max_body_bytes + 1)), headers=plain
+        )
+    assert ok.status_code == 200 and ok.json["accepted"] == 1
+    assert bomb.status_code == 413 and bomb.json["code"] == "body_too_large"
