@@ -180,7 +180,8 @@ class Settings:
     rabbitmq_url: str = setting(
         "RABBITMQ_URL",
         "amqp://guest:guest@127.0.0.1:5672/%2F",
-        "RabbitMQ (AMQP 0-9-1) connection URL.",
+        "RabbitMQ (AMQP 0-9-1) connection URL, or several comma-separated (one per node of a "
+        "cluster): every connection fails over between them.",
     )
     redis_url: str = setting(
         "REDIS_URL",

@@ -22,6 +22,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from pipeline import broker
 from pipeline.message import MessageDecodeError, decode_message
 from pipeline.topology import Topology
 
@@ -120,7 +121,7 @@ class DeadLetterQueue:
     ) -> AsyncIterator[tuple[AbstractChannel, AbstractQueue, list[AbstractIncomingMessage]]]:
         """The DLQ on a fresh channel, and a list for the messages taken from it: those not
         acknowledged when the block ends are returned to the DLQ (see the module doc)."""
-        connection = await aio_pika.connect(self._url, timeout=5)
+        connection = await broker.connect(self._url, timeout=5)
         taken: list[AbstractIncomingMessage] = []
         try:
             await self._topology.declare(connection)

@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from core import metrics
 from core.errors import TransientError
+from pipeline import broker
 from pipeline.message import CONTENT_TYPE, MESSAGE_TYPE
 from pipeline.topology import Topology
 
@@ -100,7 +101,7 @@ class Publisher:
                 raise BrokerUnavailable("RabbitMQ unreachable (retrying shortly)")
             self._last_attempt = time.monotonic()
             try:
-                connection = await aio_pika.connect_robust(
+                connection = await broker.connect_robust(
                     self._url, timeout=self._connect_timeout, reconnect_interval=1
                 )
             except _PUBLISH_ERRORS as ex:

@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from core.config import Settings
 from core.retry import Backoff
+from pipeline import broker
 from pipeline.dead_letters import DeadLetters
 from pipeline.intake import Intake
 from pipeline.message import DecodedBatch, decode_message
@@ -76,7 +77,7 @@ class Worker:
         while not stop.is_set():
             connection = None
             try:
-                connection = await aio_pika.connect_robust(
+                connection = await broker.connect_robust(
                     self._settings.rabbitmq_url, timeout=5, reconnect_interval=1
                 )
                 await self._topology.declare(connection)
