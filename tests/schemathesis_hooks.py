@@ -343,6 +343,8 @@ def refused_events_are_listed(ctx: CheckContext, response: Response, case: Case)
     label = case.operation.label
     if (label != "POST /events" and label not in VENDORS) or not _negative_body(case):
         return None
+    if case.method.upper() != "POST":  # unsupported_method's OPTIONS, ...
+        return None
     if not 200 <= response.status_code < 300:
         return None
     answer = response.json()
@@ -363,6 +365,8 @@ def valid_vendor_events_are_all_accepted(
     every rule an event must keep (Segment and PostHog answer 200 even when some are
     refused, so positive_data_acceptance alone would not see a rule the document misses)."""
     if case.operation.label not in VENDORS or not _positive(case):
+        return None
+    if case.method.upper() != "POST":  # unsupported_method's OPTIONS, ...
         return None
     if not 200 <= response.status_code < 300:
         return None
@@ -393,6 +397,8 @@ def requests_without_a_known_key_are_refused(
     PostHog's form (401), on /2/httpapi in Amplitude's (400)."""
     label = case.operation.label
     if label not in _AMPLITUDE_AUTH or not 200 <= response.status_code < 300:
+        return None
+    if case.method.upper() != "POST":  # unsupported_method's OPTIONS, ...
         return None
     amplitudes = label == AMPLITUDE or _amplitudes(case.body)
     seen = f"{label} {amplitudes}"
