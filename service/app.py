@@ -44,6 +44,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class DialectMiddleware:
+    """Answer a refusal made before the route runs (a query parameter, ...) in the route's
+    dialect (``ingest/dialects.py``): a vendor's SDK reads only its vendor's form. The route
+    sets it again itself; ``/batch`` changes it once the body says whose it is."""
+
+    async def process_resource(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        params: dict[str, Any],
+    ) -> None:
+        dialect = getattr(resource, "dialect", None)
+        if dialect is not None:
+            req.context.dialect = dialect
+
+
 class QueryGuard:
     """400 ``invalid_parameter`` for a control character in any query parameter's name or
     value, once the key is checked and before the route looks at them."""
@@ -117,7 +134,13 @@ def create_app(
     settings.require_auth()
     runtime = Runtime(settings)
     auth = AuthMiddleware(settings.keys, allow_no_auth=settings.allow_no_auth)
-    middleware: list[Any] = [RequestLogMiddleware(), runtime, auth, QueryGuard()]
+    middleware: list[Any] = [
+        RequestLogMiddleware(),
+        runtime,
+        DialectMiddleware(),
+        auth,
+        QueryGuard(),
+    ]
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True  # /events/ is /events, no redirect
     handler = _json_handler()
