@@ -245,7 +245,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document, with this deployment's limits written into it."""
     s = settings
     earliest = s.min_occurred_at.isoformat()
-    event = {
+    event: dict[str, Any] = {
         "type": "object",
         "required": ["event_id", "occurred_at", "user_id", "event_type"],
         "description": "Unknown fields are ignored. The whole event (`user_id`, `event_type` "
