@@ -13,7 +13,9 @@ from core.config import Settings
 from ingest.vendors import segment
 from ingest.vendors.records import namespace
 from service.app import create_app
+from service.openapi import openapi_document
 from tests.conftest import API_KEY
+from tests.ingest.test_openapi import check
 
 JSON = {"Content-Type": "application/json"}
 
@@ -62,3 +64,40 @@ async def test_a_message_id_that_only_looks_like_a_uuid_becomes_a_uuidv5(
     assert answer.json["accepted"] == 1 and answer.json["rejected"] == []
     records = segment.translate({"batch": [message]}, "batch", datetime.now(UTC)).records
     assert records[0]["event_id"] == str(uuid.uuid5(namespace("segment"), looks_like))
+
+
+def _segment(**fields: object) -> dict[str, object]:
+    return {"type": "track", "event": "e", "userId": "u", **fields}
+
+
+async def test_real_vendor_answers_match_the_documented_schemas(settings: Settings) -> None:
+    """Each dialect's answers (success, some events refused, none valid, a body of the wrong
+    shape, an unknown key, a Content-Type not read) against the document."""
+    doc = openapi_document(settings)
+    bad_time = {"timestamp": "yesterday"}
+    amplitude = {"event_type": "e", "user_id": "u", "time": 1_700_000_000_000}
+    calls: list[tuple[str, object, dict[str, str], int]] = [
+        ("/v1/batch", {"batch": [_segment(), _segment(**bad_time)]}, {}, 200),
+        ("/v1/batch", {"batch": [_segment(**bad_time)]}, {}, 400),
+        ("/v1/batch", {"batch": {}}, {}, 400),
+        ("/v1/track", _segment(type=None), {}, 400),
+        ("/v1/identify", {"userId": "u", "traits": {"a": 1}}, {}, 200),
+        ("/v1/track", _segment(), {"X-API-Key": "wrong"}, 401),
+        ("/v1/track", _segment(), {"Content-Type": "text/csv"}, 415),
+        ("/capture", {"event": "e", "distinct_id": "u"}, {}, 200),
+        ("/e", [{"event": "e", "distinct_id": "u"}, {"event": "e"}], {}, 200),
+        ("/i/v0/e", {"batch": [{"event": "e"}]}, {}, 400),
+        ("/capture", "x", {}, 400),
+        ("/batch", {"api_key": "wrong", "batch": [{"event": "e"}]}, {"X-API-Key": ""}, 401),
+        ("/batch", {"events": [amplitude]}, {}, 200),
+        ("/batch", {"events": [amplitude, {**amplitude, "time": "x"}]}, {}, 400),
+        ("/2/httpapi", {"events": [amplitude]}, {}, 200),
+        ("/2/httpapi", {"events": [{"event_type": "e"}]}, {}, 400),
+        ("/2/httpapi", {"api_key": "wrong", "events": [amplitude]}, {"X-API-Key": ""}, 400),
+        ("/2/httpapi", {"events": [amplitude]}, {"Content-Type": "text/csv"}, 415),
+    ]
+    async with conductor(settings) as c:
+        for path, body, headers, status in calls:
+            answer = await c.simulate_post(path, body=orjson.dumps(body), headers=headers)
+            assert answer.status_code == status, (path, body, answer.text)
+            check(doc, path, "post", answer.status_code, answer.json)
