@@ -46,6 +46,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class DialectMiddleware:
+    """Answer a refusal made before the route runs (a query parameter, ...) in the route's
+    dialect (``ingest/dialects.py``): a vendor's SDK reads only its vendor's form. The route
+    sets it again itself; ``/batch`` changes it once the body says whose it is."""
+
+    async def process_resource(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        params: dict[str, Any],
+    ) -> None:
+        dialect = getattr(resource, "dialect", None)
+        if dialect is not None:
+            req.context.dialect = dialect
+
+
 class QueryGuard:
     """400 ``invalid_parameter`` for a control character in any query parameter's name or
     value, once the key is checked and before the route looks at them."""
@@ -124,6 +141,7 @@ def create_app(
         DashboardHeaders(),
         CaptureCors(),
         runtime,
+        DialectMiddleware(),
         auth,
         QueryGuard(),
     ]

@@ -28,6 +28,7 @@ from analytics.params import (
 from core.codes import Error
 from core.config import Settings
 from ingest.answers import Accepted
+from service.openapi_vendors import BASIC_SCHEME, answer_schemas, request_schemas, vendor_paths
 from service.operations import Health, Ready
 
 
@@ -244,7 +245,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document, with this deployment's limits written into it."""
     s = settings
     earliest = s.min_occurred_at.isoformat()
-    event = {
+    event: dict[str, Any] = {
         "type": "object",
         "required": ["event_id", "occurred_at", "user_id", "event_type"],
         "description": "Unknown fields are ignored. The whole event (`user_id`, `event_type` "
@@ -328,6 +329,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "security": [{"ApiKey": []}, {"Bearer": []}],
         "tags": [
             {"name": "ingest"},
+            {
+                "name": "vendors",
+                "description": "Segment's, RudderStack's, PostHog's and Amplitude's capture "
+                "APIs: their SDKs need only a host setting.",
+            },
             {"name": "analytics"},
             {"name": "operations"},
         ],
@@ -710,6 +716,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "description": _SCOPES_DOC,
                 },
                 "Bearer": {"type": "http", "scheme": "bearer", "description": _SCOPES_DOC},
+                "Basic": BASIC_SCHEME,
             },
             "headers": {
                 "Retry-After": {
@@ -735,9 +742,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "JsonValue": json_value,
                 # The answers: derived from their typed models (answer_components()).
                 **answer_components(),
+                # The vendors' bodies and their dialects' answers (service/openapi_vendors.py).
+                **request_schemas(s, event["properties"]),
+                **answer_schemas(),
             },
         },
     }
+    doc["paths"].update(vendor_paths(s, event["properties"]))
     return doc
 
 

@@ -37,6 +37,15 @@ from schemathesis import Case, CheckContext, HookContext, Response
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
+# What `ignored_auth` sends (schemathesis' own probes), for the check that does its work on
+# Amplitude's routes (`requests_without_a_known_key_are_refused`).
+from schemathesis.specs.openapi._auth_retry import (
+    get_security_parameters,
+    remove_auth,
+    send_probe,
+    set_auth_for_case,
+)
+
 # CPython 3.11 can raise a spurious "SystemError: AST constructor recursion depth mismatch"
 # (python/cpython#106905) when Hypothesis parses a module's source to describe a lambda for
 # a strategy's repr, in worker threads; the description is cosmetic, so fall back to a
@@ -203,14 +212,50 @@ def _without_excluded_uuids(case: Case) -> None:
     matches, without the `not` beside the pattern: the nil UUID, which the document excludes
     (`not`), in a case marked positive. Such an id is replaced by a valid one, so that the
     case is the positive case it claims to be."""
-    for i, event in enumerate(_events(case.body)):
-        if isinstance(event, dict) and _NIL_OR_MAX_UUID.match(str(event.get("event_id"))):
-            event["event_id"] = f"00000000-0000-4000-8000-{i + 1:012x}"
+    vendor = case.operation.label in VENDORS
+    events = _vendor_events(case.operation.label, case.body) if vendor else _events(case.body)
+    for i, event in enumerate(events):
+        for name in _IDS if vendor else ("event_id",):
+            if isinstance(event, dict) and _NIL_OR_MAX_UUID.match(str(event.get(name))):
+                event[name] = f"00000000-0000-4000-8000-{i + 1:012x}"
 
 
 def _events(body: Any) -> list[Any]:
     events = body.get("events") if isinstance(body, dict) else body
     return events if isinstance(events, list) else []
+
+
+# The vendors' capture routes (ingest/vendors/): where each holds its events, and the
+# fields of an event that become our occurred_at, user_id and event_id.
+SEGMENT_BATCH = "POST /v1/batch"
+SEGMENT_CALLS = {f"POST /v1/{c}" for c in ("track", "identify", "page", "screen", "group", "alias")}
+POSTHOG = {"POST /capture", "POST /e", "POST /i/v0/e"}
+AMPLITUDE = "POST /2/httpapi"
+SHARED_BATCH = "POST /batch"  # Amplitude's body (an `events` array at its top) or PostHog's
+VENDORS = {SEGMENT_BATCH, *SEGMENT_CALLS, *POSTHOG, AMPLITUDE, SHARED_BATCH}
+_TIMES = ("timestamp", "originalTimestamp", "time")
+_USERS = ("userId", "anonymousId", "distinct_id", "user_id", "device_id")
+_IDS = ("messageId", "uuid", "insert_id")
+
+
+def _amplitudes(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("events"), list)
+
+
+def _vendor_events(label: str, body: Any) -> list[Any]:
+    """The events of a vendor's body, as its route reads them."""
+    if label == SEGMENT_BATCH:
+        batch = body.get("batch") if isinstance(body, dict) else None
+        return batch if isinstance(batch, list) else []
+    if label in SEGMENT_CALLS:
+        return [body]
+    if label == AMPLITUDE or (label == SHARED_BATCH and _amplitudes(body)):
+        return _events(body)
+    # PostHog's: a batch, one event, or an array of events
+    if isinstance(body, dict):
+        batch = body.get("batch")
+        return batch if isinstance(batch, list) else [body]
+    return body if isinstance(body, list) else []
 
 
 _OFFSET = re.compile(r"[+-][0-9]{2}(:?[0-9]{2})?$")
@@ -222,15 +267,18 @@ def _within_years_1_to_9999(case: Case) -> None:
     on 0001-01-01 with a positive offset, or on 9999-12-31 with a negative one, can fall
     outside (the fuzzed instance's bounds are exactly those years); a positive case's offset
     there is written as `Z`."""
-    for event in _events(case.body):
-        text = event.get("occurred_at") if isinstance(event, dict) else None
-        if not isinstance(text, str) or len(text) < 11:
-            continue
-        day, time = text[:10], text[11:]
-        sign = {"0001-01-01": "+", "9999-12-31": "-"}.get(day)
-        offset = _OFFSET.search(time)
-        if sign is not None and offset is not None and offset.group().startswith(sign):
-            event["occurred_at"] = text[: 11 + offset.start()] + "Z"
+    vendor = case.operation.label in VENDORS
+    events = _vendor_events(case.operation.label, case.body) if vendor else _events(case.body)
+    for event in events:
+        for name in _TIMES if vendor else ("occurred_at",):
+            text = event.get(name) if isinstance(event, dict) else None
+            if not isinstance(text, str) or len(text) < 11:
+                continue
+            day, time = text[:10], text[11:]
+            sign = {"0001-01-01": "+", "9999-12-31": "-"}.get(day)
+            offset = _OFFSET.search(time)
+            if sign is not None and offset is not None and offset.group().startswith(sign):
+                event[name] = text[: 11 + offset.start()] + "Z"
 
 
 def _integers_written_as_integers(case: Case) -> None:
@@ -238,10 +286,20 @@ def _integers_written_as_integers(case: Case) -> None:
     `0.0` (a float to orjson, not digits to int()) is refused: a user_id, limit or windows
     is an integer written without fraction or exponent, which the document says in words.
     A positive case's integral float is written as the integer it equals."""
-    for event in _events(case.body):
-        value = event.get("user_id") if isinstance(event, dict) else None
-        if type(value) is float and value.is_integer():
-            event["user_id"] = int(value)
+    vendor = case.operation.label in VENDORS
+    events = _vendor_events(case.operation.label, case.body) if vendor else _events(case.body)
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        # A vendor's user and message ids, and PostHog's properties.distinct_id, likewise.
+        props = event.get("properties")
+        for holder, name in [
+            *((event, n) for n in (_USERS + _IDS if vendor else ("user_id",))),
+            *([(props, "distinct_id")] if vendor and isinstance(props, dict) else []),
+        ]:
+            value = holder.get(name)
+            if type(value) is float and value.is_integer():
+                holder[name] = int(value)
     if isinstance(case.query, dict):
         for name, value in case.query.items():
             if type(value) is float and value.is_integer() and name != "timeout":
@@ -253,7 +311,7 @@ def map_case(context: HookContext, case: Case) -> Case:
     path = case.operation.path
     if _positive(case):
         _integers_written_as_integers(case)
-        if path == "/events":
+        if path == "/events" or case.operation.label in VENDORS:
             _without_excluded_uuids(case)
             _within_years_1_to_9999(case)
         if isinstance(case.query, dict):
@@ -280,8 +338,12 @@ def map_case(context: HookContext, case: Case) -> Case:
 
 @schemathesis.check
 def refused_events_are_listed(ctx: CheckContext, response: Response, case: Case) -> bool | None:
-    """A schema-invalid body that POST /events accepts (2xx) must list a refused event."""
-    if case.operation.label != "POST /events" or not _negative_body(case):
+    """A schema-invalid body that a capture route (POST /events, a vendor's) accepts (2xx)
+    must list a refused event."""
+    label = case.operation.label
+    if (label != "POST /events" and label not in VENDORS) or not _negative_body(case):
+        return None
+    if case.method.upper() != "POST":  # unsupported_method's OPTIONS, ...
         return None
     if not 200 <= response.status_code < 300:
         return None
@@ -292,4 +354,73 @@ def refused_events_are_listed(ctx: CheckContext, response: Response, case: Case)
             f"received {answer.get('received')}, accepted {answer.get('accepted')}, "
             "nothing listed as rejected"
         )
+    return None
+
+
+@schemathesis.check
+def valid_vendor_events_are_all_accepted(
+    ctx: CheckContext, response: Response, case: Case
+) -> bool | None:
+    """A schema-valid body to a vendor's route has no event refused: the document states
+    every rule an event must keep (Segment and PostHog answer 200 even when some are
+    refused, so positive_data_acceptance alone would not see a rule the document misses)."""
+    if case.operation.label not in VENDORS or not _positive(case):
+        return None
+    if case.method.upper() != "POST":  # unsupported_method's OPTIONS, ...
+        return None
+    if not 200 <= response.status_code < 300:
+        return None
+    rejected = response.json().get("rejected")
+    if rejected:
+        raise AssertionError(f"a schema-valid request had events refused: {rejected[:3]}")
+    return None
+
+
+# Operations answered in Amplitude's form, where a request without a known key is a 400.
+_AMPLITUDE_AUTH = {AMPLITUDE, SHARED_BATCH}
+_AUTH_CONFIRMED: set[str] = set()
+
+
+@schemathesis.check
+def requests_without_a_known_key_are_refused(
+    ctx: CheckContext, response: Response, case: Case
+) -> bool | None:
+    """What `ignored_auth` checks, for the routes it cannot: Amplitude's SDK sends its key
+    in the body, stops on a 400 "Invalid API key: ..." and retries a 401, so the API
+    answers an unknown key (or none) in Amplitude's form with that 400, and the document
+    requires no header (`{}` among the security requirements of /2/httpapi and /batch,
+    which `ignored_auth` takes as "no key needed" and skips). As `ignored_auth` does, once
+    per operation and body form: a request that succeeded is sent again without its key,
+    and with an invalid one in each header the document names; each must be refused.
+    Without a key, Amplitude's body gets the 400 "Invalid API key: ..." (PostHog's on
+    /batch: 401); an invalid header is refused before the body is read, so on /batch in
+    PostHog's form (401), on /2/httpapi in Amplitude's (400)."""
+    label = case.operation.label
+    if label not in _AMPLITUDE_AUTH or not 200 <= response.status_code < 300:
+        return None
+    if case.method.upper() != "POST":  # unsupported_method's OPTIONS, ...
+        return None
+    amplitudes = label == AMPLITUDE or _amplitudes(case.body)
+    seen = f"{label} {amplitudes}"
+    if seen in _AUTH_CONFIRMED:
+        return None
+    parameters = get_security_parameters(case.operation)
+    probes = [remove_auth(case, parameters)]
+    for parameter in parameters:
+        probe = remove_auth(case, parameters)
+        set_auth_for_case(probe, parameter)
+        probes.append(probe)
+    for i, probe in enumerate(probes):
+        answer = send_probe(ctx, case, probe)
+        if amplitudes and (i == 0 or label == AMPLITUDE):
+            error = answer.json().get("error") if answer.status_code == 400 else None
+            refused = isinstance(error, str) and error.startswith("Invalid API key: ")
+        else:
+            refused = answer.status_code in (401, 403)
+        if not refused:
+            raise AssertionError(
+                f"a request without a known key was not refused: {answer.status_code} "
+                f"{answer.text[:300]} (headers {dict(probe.headers or {})})"
+            )
+    _AUTH_CONFIRMED.add(seen)
     return None

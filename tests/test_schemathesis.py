@@ -55,6 +55,7 @@ FUZZ_ENV = {
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(900)  # 24 operations: ~260 s on 2 cores (docs/reliability.md)
 async def test_schemathesis_finds_nothing_in_thousands_of_generated_requests(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -124,8 +125,8 @@ async def test_schemathesis_finds_nothing_in_thousands_of_generated_requests(
             }
         )
     )
-    # The document's operations; GET / (the dashboard) is the 12th.
-    assert result["operations"]["tested"] == result["operations"]["total"] == 12, output
+    # The document's operations: 11 of ours, GET / (the dashboard), 12 of the vendors.
+    assert result["operations"]["tested"] == result["operations"]["total"] == 24, output
     assert cases["with_failures"] == 0 and result["failures"] == [], output
     assert result["errors"] == [] and cases["errored"] == 0, output
     assert run.returncode == 0, output

@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
+# \Z, not $ (which matches before a trailing newline too: "<uuid>\n" is not a UUID).
 _UUID = re.compile(
-    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+    r"\A[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
 )
 # The namespace of our vendor ids: UUIDv5(NAMESPACE_URL, "urn:events:vendor").
 VENDOR_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:events:vendor")
