@@ -1,7 +1,8 @@
 """Amplitude's HTTP V2 and Batch APIs as our events.
 
 ``POST /2/httpapi`` and ``/batch`` carry ``{"api_key", "events": [event, ...], "options"}``.
-The field mapping is README's table "Amplitude" (``_record`` is that table).
+The field mapping is README's table in "Vendor SDKs" (``_record`` is its
+Amplitude column).
 """
 
 from __future__ import annotations

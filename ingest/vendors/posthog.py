@@ -3,8 +3,8 @@
 ``POST /batch/`` carries ``{"api_key", "batch": [event, ...]}``; ``/capture/``, ``/e/`` and
 ``/i/v0/e/`` carry one event (with ``api_key`` beside its fields), a ``{"batch": [...]}``, or
 an array of events. The key is the body's ``api_key`` or ``token``, else the first event's
-``api_key`` or ``properties.token``. The field mapping is README's table "PostHog"
-(``_record`` is that table).
+``api_key`` or ``properties.token`` (which is not stored). The field mapping is README's
+table in "Vendor SDKs" (``_record`` is its PostHog column).
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ def translate(doc: Any, call: str, now: datetime) -> Translated:
 
 def _record(e: dict[str, Any], now: datetime) -> dict[str, Any]:
     props = e.get("properties")
+    if type(props) is dict and "token" in props:
+        # posthog-js sends the project key in every event's properties: a key is never stored.
+        props = {k: v for k, v in props.items() if k != "token"}
     user = e.get("distinct_id")
     if user in (None, "") and type(props) is dict:
         user = props.get("distinct_id")

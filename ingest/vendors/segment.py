@@ -2,7 +2,8 @@
 
 ``POST /v1/batch`` carries ``{"batch": [message, ...]}``; ``/v1/track``, ``/v1/identify``,
 ``/v1/page``, ``/v1/screen``, ``/v1/group`` and ``/v1/alias`` carry one message of that call.
-The field mapping is README's table "Segment and RudderStack" (``_record`` is that table).
+The field mapping is README's table in "Vendor SDKs" (``_record`` is its
+Segment column).
 """
 
 from __future__ import annotations

@@ -125,3 +125,6 @@ async def test_the_capture_routes_take_one_event_an_array_or_a_batch(
     assert set(rows) == {"a", "b", "c"}
     assert rows["a"]["occurred_at"] == T0
     assert rows["c"]["event_id"] == vendor_uuid("posthog", "e-1")
+    # The key the body carried is never stored.
+    assert all("token" not in r["properties"] for r in rows.values())
+    assert INGEST_KEY not in str(rows)
