@@ -40,7 +40,9 @@ from analytics.limits import (
     InvalidQueryValue,
     QueryTimeout,
     QueryTooLarge,
+    RecoveryConflict,
     StoreUnavailable,
+    retried_on_recovery_conflict,
 )
 from analytics.params import (
     ActiveUsersParams,
@@ -265,6 +267,7 @@ class Analytics:
         except TimeoutError:
             raise QueryTimeout("the query did not finish in time") from None
 
+    @retried_on_recovery_conflict
     async def dau(self, days: DateRange, segments: tuple[Segment, ...]) -> Dau:
         with self._admitted() as deadline:
             found = None
@@ -313,6 +316,7 @@ class Analytics:
             counts.update({d: int(n) for d, n in rows})
         return counts
 
+    @retried_on_recovery_conflict
     async def top_events(
         self, days: DateRange, limit: int, segments: tuple[Segment, ...]
     ) -> TopEvents:
@@ -386,6 +390,7 @@ class Analytics:
             for c in range(len(p.starts))
         ]
 
+    @retried_on_recovery_conflict
     async def retention(self, p: RetentionParams) -> Retention:
         with self._admitted() as deadline:
             table = await self._cohort_table([p.start], p, p.end, deadline)
@@ -404,6 +409,7 @@ class Analytics:
             retention=_windows(p, size, active),
         )
 
+    @retried_on_recovery_conflict
     async def funnel(self, p: FunnelParams) -> Funnel:
         window_us = p.window_seconds * 1_000_000
         # Keys' times: microseconds from the range's first midnight, in as many bits as it spans.
@@ -470,6 +476,7 @@ class Analytics:
             ],
         )
 
+    @retried_on_recovery_conflict
     async def active_users(self, p: ActiveUsersParams) -> ActiveUsers:
         with self._admitted() as deadline:
             found = None
@@ -501,6 +508,7 @@ class Analytics:
             ],
         )
 
+    @retried_on_recovery_conflict
     async def cohorts(self, p: CohortsParams) -> Cohorts:
         starts = p.starts
         with self._admitted() as deadline:
@@ -521,6 +529,7 @@ class Analytics:
             ],
         )
 
+    @retried_on_recovery_conflict
     async def dau_breakdown(
         self, days: DateRange, b: Breakdown, segments: tuple[Segment, ...]
     ) -> DauBreakdown:
@@ -581,6 +590,9 @@ class Analytics:
         self._duck_db = None
 
 
+# What a hot standby cancels a read with when the WAL it replays conflicts with it
+# (serialization_failure for snapshots and buffer pins, deadlock_detected for a lock).
+_RECOVERY_CONFLICTS = ("40001", "40P01")
 # SQLSTATE classes of errors the request's own values cause (a segment value jsonb cannot
 # hold, a number out of range): the client's to fix, not an outage.
 _INPUT_CLASSES = ("22", "54")
@@ -596,6 +608,8 @@ def driver_errors() -> Iterator[None]:
     except asyncpg.QueryCanceledError as ex:  # statement_timeout: the deadline passed
         raise QueryTimeout("PostgreSQL stopped the query at its deadline") from ex
     except asyncpg.PostgresError as ex:
+        if ex.sqlstate in _RECOVERY_CONFLICTS:
+            raise RecoveryConflict(f"the standby cancelled the read ({ex.sqlstate})") from ex
         if str(ex.sqlstate or "")[:2] in _INPUT_CLASSES:
             raise InvalidQueryValue(f"a parameter cannot be used: {ex}"[:300]) from ex
         raise StoreUnavailable(f"PostgreSQL cannot answer right now ({type(ex).__name__})") from ex

@@ -138,6 +138,8 @@ class HotMirror:
         VACUUM or the compactor (the delta is still right, only slower)."""
         try:
             async with pool.acquire(timeout=5) as conn, conn.transaction():
+                if await conn.fetchval("SELECT pg_is_in_recovery()"):
+                    return  # a standby (ANALYTICS_DATABASE_URL): the primary's autovacuum does it
                 await conn.execute("SET LOCAL lock_timeout = '50ms'")
                 await conn.execute(_SUMMARIZE)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, OSError):

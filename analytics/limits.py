@@ -10,10 +10,18 @@ together, DuckDB within ``EVENTS_QUERY_MEMORY_BYTES``. The errors below are the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+T = TypeVar("T")
+P = ParamSpec("P")
+_log = logging.getLogger(__name__)
 
 
 class AnalyticsError(Exception):
@@ -34,6 +42,35 @@ class QueryTooLarge(AnalyticsError):
 
 class StoreUnavailable(AnalyticsError):
     """PostgreSQL cannot answer (down, refusing, lost the connection)."""
+
+
+class RecoveryConflict(StoreUnavailable):
+    """A standby cancelled the read: the WAL it replays removed rows the read's snapshot
+    still needed (``max_standby_streaming_delay``). Worth retrying at once."""
+
+
+# Attempts of one answer against a standby that keeps cancelling it.
+RECOVERY_ATTEMPTS = 3
+
+
+def retried_on_recovery_conflict(
+    method: Callable[P, Awaitable[T]],
+) -> Callable[P, Awaitable[T]]:
+    """An answer computed again when the standby cancelled one of its reads."""
+
+    @functools.wraps(method)
+    async def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, RECOVERY_ATTEMPTS + 1):
+            try:
+                return await method(*args, **kwargs)
+            except RecoveryConflict:
+                if attempt == RECOVERY_ATTEMPTS:
+                    raise
+                _log.info("a standby read was cancelled by recovery; retrying")
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    return retrying
 
 
 class InvalidQueryValue(AnalyticsError):

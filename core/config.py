@@ -177,6 +177,13 @@ class Settings:
         "postgresql://postgres@127.0.0.1:5432/events",
         "PostgreSQL connection URL (the database is created by `events migrate` if missing).",
     )
+    analytics_database_url: str = setting(
+        "ANALYTICS_DATABASE_URL",
+        "",
+        "A PostgreSQL standby (hot_standby) for the hot-side reads of `/stats/*`; empty: "
+        "`DATABASE_URL`. Answers then lag the primary by the standby's replay delay; a read "
+        "cancelled by a recovery conflict is retried.",
+    )
     rabbitmq_url: str = setting(
         "RABBITMQ_URL",
         "amqp://guest:guest@127.0.0.1:5672/%2F",

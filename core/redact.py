@@ -8,17 +8,19 @@ _SECRET_PARAMS = {"password", "pass", "passwd", "pwd", "secret", "token", "sslpa
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password (in the authority or the query) replaced by ``***``."""
+    """The URL with any password (in the authority or the query) replaced by ``***``.
+
+    Also a list of URLs (``RABBITMQ_URL`` of a cluster: comma-separated) and a URL with
+    several hosts (``postgresql://user:pw@h1:5432,h2:5432/db``)."""
+    if url.count("://") > 1:
+        return ",".join(redact_url(u.strip()) for u in url.split(","))
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError:
         return "<unparseable url>"
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if port is not None:
-            host = f"{host}:{port}"
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hosts}")
     if parts.query:
         query = [
             (k, "***" if k.lower() in _SECRET_PARAMS else v)

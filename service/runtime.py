@@ -110,7 +110,7 @@ class Runtime:
         # Analytics has a pool of its own: a slow query must not hold the connections that
         # readiness and ?wait=true need.
         self._analytics_pool = asyncpg.create_pool(
-            self.settings.database_url,
+            self.settings.analytics_database_url or self.settings.database_url,
             min_size=0,
             max_size=self.settings.analytics_pool_size,
             server_settings={**SERVER_SETTINGS, "plan_cache_mode": "force_custom_plan"},

@@ -53,6 +53,17 @@ def test_no_key_refuses_to_serve_unless_opted_out() -> None:
             "postgresql://db/events?user=u&password=***&sslmode=require",
         ),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        # Several hosts (a primary and its standby), several URLs (a RabbitMQ cluster).
+        (
+            "postgresql://u:s3cret@h1:5441,h2:5442/db?target_session_attrs=read-write",
+            "postgresql://u:***@h1:5441,h2:5442/db?target_session_attrs=read-write",
+        ),
+        (
+            "amqp://g:s3cret@n1:5681/%2F, amqp://g:s3cret@n2:5682/%2F",
+            "amqp://g:***@n1:5681/%2F,amqp://g:***@n2:5682/%2F",
+        ),
+        ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgresql://u:s3:cret@h/db", "postgresql://u:***@h/db"),
     ],
 )
 def test_secrets_are_redacted_from_urls(url: str, expected: str) -> None:
