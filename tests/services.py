@@ -8,12 +8,14 @@ exactly which events were accepted.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -134,11 +136,17 @@ class Load:
         self.statuses: Counter[int | str] = Counter()
         self.retry_after_seen: set[str] = set()
         self.accepted_events = 0  # with repeats
+        self.accepted_at: list[float] = []  # monotonic time of each 202
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._sender(i)) for i in range(self.senders)]
+
+    def longest_gap(self) -> float:
+        """The longest time without a 202, in seconds."""
+        times = sorted(self.accepted_at)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     async def stop(self, timeout: float = 90) -> None:
         """Stop making new batches; the ones in progress are sent until accepted."""
@@ -179,6 +187,7 @@ class Load:
                 self.accepted_ids.update(e["event_id"] for e in batch)
                 self.accepted_batches.append(batch)
                 self.accepted_events += len(batch)
+                self.accepted_at.append(time.monotonic())
                 return
             assert answer.status_code in (503, 429), answer.text
             self.retry_after_seen.add(answer.headers.get("retry-after", ""))
