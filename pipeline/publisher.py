@@ -8,7 +8,9 @@ the client retries (duplicates are removed downstream by event_id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -35,6 +37,9 @@ _PUBLISH_ERRORS = (
 
 class BrokerUnavailable(TransientError):
     """RabbitMQ did not take the message (down, unreachable, refusing or too slow)."""
+
+
+_RENEW_EVERY = 1.0  # seconds between two channels opened because of nacks
 
 
 class QueueFull(BrokerUnavailable):
@@ -66,6 +71,7 @@ class Publisher:
         self._lock = asyncio.Lock()
         self._last_attempt = 0.0
         self._closing = False
+        self._channel_renewed = -math.inf  # monotonic time a nack last renewed the channel
 
     @property
     def ready(self) -> bool:
@@ -156,11 +162,40 @@ class Publisher:
             )
         except aio_pika.exceptions.DeliveryError as ex:
             # A nack: the queue refused it (full with reject-publish, or an internal error).
+            await self._renew_channel_after_nack(channel)
             raise QueueFull("RabbitMQ refused the message: the queue is full") from ex
         except aio_pika.exceptions.PublishError as ex:
             raise BrokerUnavailable("the queue does not exist") from ex
         except _PUBLISH_ERRORS as ex:
             raise BrokerUnavailable(f"publish failed: {type(ex).__name__}") from ex
+
+    async def _renew_channel_after_nack(self, channel: AbstractRobustChannel) -> None:
+        """Open a new publishing channel after a nack, at most once a second.
+
+        RabbitMQ 3.10: a channel that published to a quorum queue while it elected a new
+        leader (its leader's node killed) goes on nacking every message for good, while a new
+        channel on the same connection publishes at once (``docs/reliability.md``, "A
+        cluster"). A queue that is really full nacks the new channel too: the cost of that
+        is one channel a second.
+        """
+        now = time.monotonic()
+        if now - self._channel_renewed < _RENEW_EVERY or self._connection is None:
+            return
+        self._channel_renewed = now
+        async with self._lock:
+            if self._channel is not channel or self._connection.is_closed:
+                return  # replaced meanwhile
+            try:
+                fresh = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+            except _PUBLISH_ERRORS:
+                log.warning("could not open a new channel after a nack", exc_info=True)
+                return
+            metrics.BROKER_CHANNELS_OPENED.inc()
+            self._channel = fresh
+        with contextlib.suppress(*_PUBLISH_ERRORS):
+            await channel.close()
 
     async def queue_depths(self) -> dict[str, int]:
         """Messages ready in the queue and in the DLQ, by a passive declare of each.

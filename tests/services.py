@@ -134,6 +134,7 @@ class Load:
         self.accepted_ids: set[str] = set()
         self.accepted_batches: list[list[dict[str, Any]]] = []
         self.statuses: Counter[int | str] = Counter()
+        self.refusals: Counter[str] = Counter()  # error.code of each 503 / 429
         self.retry_after_seen: set[str] = set()
         self.accepted_events = 0  # with repeats
         self.accepted_at: list[float] = []  # monotonic time of each 202
@@ -190,5 +191,6 @@ class Load:
                 self.accepted_at.append(time.monotonic())
                 return
             assert answer.status_code in (503, 429), answer.text
+            self.refusals[answer.json()["error"]["code"]] += 1
             self.retry_after_seen.add(answer.headers.get("retry-after", ""))
             await asyncio.sleep(0.1)
