@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -159,6 +161,96 @@ async def test_rabbitmq_stopped_mid_load_answers_503_and_recovers(
         load,
         stored,
         refused_503=load.statuses[503],
+        accepted_after_restart=accepted_after,
+    )
+
+
+def _await_rabbitmq(timeout: float = 90) -> None:
+    """Until the local node runs (just after ``rabbitmq-server -detached`` the CLI cannot
+    reach it yet and ``await_startup`` fails at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = subprocess.run(
+            ["rabbitmqctl", "await_startup", "--timeout", "30"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+        if run.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"RabbitMQ did not start: {run.stdout!r} {run.stderr!r}")
+        time.sleep(0.5)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def rabbitmq_restarter() -> Iterator[None]:
+    """Whatever happens in the test, the local RabbitMQ server runs again afterwards (started
+    as ``.ci/run`` starts it)."""
+    try:
+        yield
+    finally:
+        if not _listening(5672):
+            subprocess.run(["rabbitmq-server", "-detached"], check=True, timeout=60)
+        _await_rabbitmq()
+
+
+def _kill_rabbitmq_and_restart(down: float) -> float:
+    """SIGKILL the local RabbitMQ server's Erlang VM, start it again ``down`` s later; the
+    seconds from the kill until it accepts connections."""
+    pid = int(
+        subprocess.run(
+            ["rabbitmqctl", "eval", "os:getpid()."], check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .strip('"')
+    )
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    time.sleep(down)
+    subprocess.run(["rabbitmq-server", "-detached"], check=True, timeout=60)
+    _await_rabbitmq()
+    return time.monotonic() - killed
+
+
+async def test_rabbitmq_killed_9_loses_nothing_it_confirmed(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path, rabbitmq_restarter: None
+) -> None:
+    # The single local server, the default quorum queue: every 202 was confirmed by the
+    # broker, so it must come back from the queue's log after a kill -9 (no stop_app).
+    async with api(settings, tmp_path) as base:
+        worker = start_worker(settings, tmp_path / "worker.log")
+        load = Load(base)
+        load.start()
+        try:
+            await asyncio.sleep(2.0)
+            accepted_before = len(load.accepted_batches)
+            outage = await asyncio.to_thread(_kill_rabbitmq_and_restart, 1.0)
+            up_at = len(load.accepted_batches)
+            await asyncio.sleep(5.0)  # the API and the worker reconnect by themselves
+        finally:
+            await load.stop(timeout=120)
+        accepted_after = len(load.accepted_batches) - up_at
+        try:
+            await assert_exactly_accepted(db, load)
+        finally:
+            assert worker.stop() == 0
+    stored = int(await db.fetchval("SELECT count(*) FROM events"))
+    assert accepted_before > 0 and accepted_after > 0  # load before, recovered after
+    assert load.statuses[503] > 0  # refused while down, retried by the client
+    record(
+        tmp_path,
+        "rabbitmq_kill_9",
+        load,
+        stored,
+        refused_503=load.statuses[503],
+        broker_down_s=round(outage, 1),
+        longest_gap_s=round(load.longest_gap(), 2),
         accepted_after_restart=accepted_after,
     )
 
