@@ -44,9 +44,18 @@ class StoreUnavailable(AnalyticsError):
     """PostgreSQL cannot answer (down, refusing, lost the connection)."""
 
 
-class RecoveryConflict(StoreUnavailable):
+class Retryable(StoreUnavailable):
+    """A read that failed for a reason of the moment: computing the answer again may work."""
+
+
+class RecoveryConflict(Retryable):
     """A standby cancelled the read: the WAL it replays removed rows the read's snapshot
-    still needed (``max_standby_streaming_delay``). Worth retrying at once."""
+    still needed, or took a lock it holds (``max_standby_streaming_delay``)."""
+
+
+class ConnectionLost(Retryable):
+    """The read's connection closed under it: a standby terminates a session idle in its
+    transaction on a recovery conflict; a primary may have restarted."""
 
 
 # Attempts of one answer against a standby that keeps cancelling it.
@@ -63,10 +72,10 @@ def retried_on_recovery_conflict(
         for attempt in range(1, RECOVERY_ATTEMPTS + 1):
             try:
                 return await method(*args, **kwargs)
-            except RecoveryConflict:
+            except Retryable:
                 if attempt == RECOVERY_ATTEMPTS:
                     raise
-                _log.info("a standby read was cancelled by recovery; retrying")
+                _log.info("a read was cancelled or lost its connection; retrying")
                 await asyncio.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 

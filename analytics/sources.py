@@ -32,10 +32,11 @@ import asyncpg
 import orjson
 import pyarrow as pa
 
-from analytics.limits import Deadline, QueryTimeout
+from analytics.limits import ConnectionLost, Deadline, QueryTimeout
 from analytics.params import Segment
 from storage.arrow_copy import TIMESTAMP_US, copy_to_arrow
 from storage.days import day_start
+from storage.errors import DB_ERRORS
 from storage.lake import FileStats, Lake, check_size, read_stats
 
 if TYPE_CHECKING:
@@ -154,8 +155,21 @@ async def snapshot(pool: asyncpg.Pool, deadline: Deadline) -> AsyncIterator[asyn
             await conn.execute(f"SET LOCAL statement_timeout = {deadline.remaining_ms()}")
             await conn.execute("LOCK TABLE events IN ACCESS SHARE MODE")
             yield conn
+    except DB_ERRORS as ex:
+        if _closed(conn):
+            raise ConnectionLost("the connection closed during the read") from ex
+        raise
     finally:
         await pool.release(conn)
+
+
+def _closed(conn: asyncpg.Connection) -> bool:
+    """Whether the connection is gone (a pool's proxy whose connection died has been taken
+    back by the pool, and says so by refusing the question)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
 
 
 async def load_sources(

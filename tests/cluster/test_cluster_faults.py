@@ -15,52 +15,18 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from core.config import Settings
 from storage.migrate import migrate
-from tests.conftest import RUN_ID, make_settings
+from tests.cluster.conftest import cluster_settings
 from tests.services import Load, Process, free_port, start_api, start_worker, wait_ready
 
-ROOT = Path(__file__).resolve().parents[2]
-CLUSTER = ROOT / "deploy" / "local" / "cluster"
-
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-def cluster(command: str) -> dict[str, str]:
-    run = subprocess.run(
-        [str(CLUSTER), command], capture_output=True, text=True, timeout=240, check=False
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    return dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
-
-
-@pytest.fixture(scope="module")
-def _cluster_module() -> Iterator[None]:
-    if os.geteuid() != 0:
-        raise AssertionError("the cluster tests run as root (make test does on this machine)")
-    was_up = subprocess.run([str(CLUSTER), "status"], capture_output=True, check=False)
-    yield
-    if was_up.returncode != 0:
-        cluster("down")
-
-
-@pytest.fixture
-def up(_cluster_module: None) -> dict[str, str]:
-    """The cluster, healthy (``up`` rebuilds it when a test left it broken)."""
-    return cluster("up")
-
-
-def on_database(url: str, name: str) -> str:
-    """``url`` (one or several hosts) with its database replaced by ``name``."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def kill_tree(pid: int) -> None:
@@ -145,13 +111,6 @@ def figures(name: str, load: Load, stored: list[str], **extra: Any) -> dict[str,
     }
     print("RELIABILITY", json.dumps(found))
     return found
-
-
-def cluster_settings(up: dict[str, str], name: str) -> Settings:
-    return make_settings(
-        database_url=on_database(up["DATABASE_URL"], f"events_{name}_{RUN_ID}"),
-        rabbitmq_url=up["RABBITMQ_URL"],
-    )
 
 
 def rabbitmqctl(node: str, *args: str) -> str:
