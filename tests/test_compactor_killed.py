@@ -29,7 +29,8 @@ from tests.services import EVENTS, service_env
 
 EVENTS_PER_DAY = 25_000
 DAYS = 8
-RUNS = 10
+MIN_KILLS = 5
+MAX_RUNS = 30
 SEED = 20261201
 
 
@@ -41,15 +42,16 @@ def batch(events: list[dict[str, Any]]) -> DecodedBatch:
     return DecodedBatch(table=validated.table, meta=meta)
 
 
-async def _store(settings: Settings) -> set[str]:
-    """EVENTS_PER_DAY events on each of DAYS days well before the hot window."""
+async def _store(settings: Settings, first_day: int = 0) -> set[str]:
+    """EVENTS_PER_DAY events on each of DAYS days well before the hot window (from
+    ``first_day`` days further back)."""
     start = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     ids: set[str] = set()
     pool = await create_writer_pool(settings.database_url, size=1)
     try:
         writer = EventWriter(pool, notify_channel="x", hot_days=settings.hot_days)
         for d in range(DAYS):
-            day = start - timedelta(days=settings.hot_days + 3 + d)
+            day = start - timedelta(days=settings.hot_days + 3 + first_day + d)
             for chunk in range(0, EVENTS_PER_DAY, 5_000):
                 events = [
                     {
@@ -95,9 +97,19 @@ async def test_the_compactor_killed_at_random_moments_loses_and_doubles_nothing(
     log = tmp_path / "compact.log"
     rng = random.Random(SEED)
     outcomes: list[dict[str, Any]] = []
-    for _ in range(RUNS):
+    # Kill after a random moment up to `upper` seconds; `upper` adapts to the machine's speed
+    # (longer while kills land before the process gets anywhere, shorter once runs finish), so
+    # that kills land mid-way through the days on a fast machine and on a slow one.
+    upper, moved = 1.5, 0
+    while len(outcomes) < MAX_RUNS and not (
+        sum(o["killed"] for o in outcomes) >= MIN_KILLS
+        and any(o["killed"] and 0 < o["lake"] < len(ids) for o in outcomes)
+    ):
+        if moved == len(ids):
+            # A fast machine moved everything already: more cold days to interrupt.
+            ids |= await _store(settings, first_day=DAYS * (len(outcomes) + 1))
         proc = _compact(env, log)
-        delay = rng.uniform(0.2, 3.0)
+        delay = rng.uniform(0.2, upper)
         started = time.monotonic()
         try:
             code = proc.wait(timeout=delay)
@@ -120,9 +132,13 @@ async def test_the_compactor_killed_at_random_moments_loses_and_doubles_nothing(
         assert set(hot) | set(cold) == ids and not set(hot) & set(cold), outcomes
         if not killed:
             assert code == 0, log.read_text()[-3000:]
-    # The kills landed mid-way: some days moved before a kill, others after.
-    assert sum(o["killed"] for o in outcomes) >= RUNS // 2, outcomes
-    assert any(0 < o["lake"] < len(ids) for o in outcomes if o["killed"]), outcomes
+            upper = max(0.5, upper * 0.7)
+        elif len(cold) == moved:
+            upper *= 1.5  # killed before it moved anything: give the next one longer
+        moved = len(cold)
+    # Kills landed, and at least one mid-way: some days in the lake, others not yet.
+    assert sum(o["killed"] for o in outcomes) >= MIN_KILLS, outcomes
+    assert any(o["killed"] and 0 < o["lake"] < len(ids) for o in outcomes), outcomes
     # A last run to the end: every cold day in the lake, leftovers of killed runs removed.
     final = _compact(env, log)
     assert final.wait(timeout=300) == 0, log.read_text()[-3000:]
