@@ -19,12 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
+import orjson
 import pytest
 
 from core.config import Settings
 from storage.migrate import migrate
 from tests.cluster.conftest import cluster_settings
-from tests.services import Load, Process, free_port, start_api, start_worker, wait_ready
+from tests.conftest import API_KEY, new_event
+from tests.services import (
+    EVENTS,
+    Load,
+    Process,
+    free_port,
+    service_env,
+    start_api,
+    start_worker,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -209,6 +221,23 @@ async def test_killing_the_primary_and_promoting_the_standby_loses_and_doubles_n
         load = await _under_load(run, fail_over, after=10.0)
         stored = await wait_stored(settings.database_url, len(load.accepted_ids))
         assert run.alive_unrestarted(), "the API or a worker was restarted"
+        # The API's LISTEN and lookups follow the primary too: ?wait=true sees the commit.
+        async with httpx.AsyncClient(
+            base_url=run.base, headers={"X-API-Key": API_KEY}, timeout=60
+        ) as http:
+            waited = await http.post(
+                "/events?wait=true&timeout=30", content=orjson.dumps([new_event()])
+            )
+        # So does the compactor: a run on the new primary.
+        compact = await asyncio.to_thread(
+            subprocess.run,
+            [*EVENTS, "compact"],
+            env=service_env(settings, EVENTS_LAKE_DIR=str(tmp_path / "lake")),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         conn = await asyncpg.connect(settings.database_url)
         try:
             port = await conn.fetchval("SELECT current_setting('port')")
@@ -220,5 +249,7 @@ async def test_killing_the_primary_and_promoting_the_standby_loses_and_doubles_n
     found = figures("primary killed -9, standby promoted", load, stored, new_primary_port=port)
     assert found["lost"] == found["doubled"] == found["stored_not_accepted"] == 0, found
     assert port == "5442" and in_recovery is False
+    assert waited.status_code == 200 and waited.json()["committed"] is True, waited.text
+    assert compact.returncode == 0, compact.stdout + compact.stderr
     assert len(load.accepted_batches) > 20, found
     assert codes == [0, 0, 0]
