@@ -172,7 +172,8 @@ class Processes:
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of each kind (servers: every process of that name, by pid)."""
-        out: dict[str, float] = {}
+        # This process: the load generator (sending, and polling for the commits).
+        out: dict[str, float] = {"load_generator": _cpu(psutil.Process())}
         for kind in ("api", "worker"):
             procs = getattr(self, kind)
             if procs:
