@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -105,8 +106,49 @@ def serialise(table: pa.Table, fmt: str, batch: int, gzip_level: int | None) -> 
     return bodies
 
 
-# Servers on this host whose CPU time is reported too (by process name).
+# Servers on this host whose CPU time is reported too. Found by the ports of DATABASE_URL
+# (every host of a multi-host URL) and RABBITMQ_URL (every comma-separated URL): the process
+# listening there and its descendants; by process name only if no port is served locally.
 SERVERS = {"postgres": ("postgres",), "rabbitmq": ("beam.smp",)}
+DEFAULT_PORTS = {"postgres": 5432, "rabbitmq": 5672}
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
+
+
+def server_ports(database_url: str, rabbitmq_url: str) -> dict[str, list[int]]:
+    """The local ports of each server kind named by the URLs (``host:port`` lists too)."""
+    out: dict[str, list[int]] = {}
+    for kind, urls in (("postgres", [database_url]), ("rabbitmq", rabbitmq_url.split(","))):
+        ports: list[int] = []
+        for url in urls:
+            netloc = url.strip().split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+            for hostport in netloc.rsplit("@", 1)[-1].split(","):
+                host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+                if host.strip("[]") in LOCAL_HOSTS:
+                    ports.append(int(port) if port else DEFAULT_PORTS[kind])
+        out[kind] = ports
+    return out
+
+
+def listeners(ports: list[int]) -> dict[int, psutil.Process]:
+    """The process listening on each of ``ports`` on this host (those found)."""
+    found: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.Error):
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports and c.pid:
+                with contextlib.suppress(psutil.Error):
+                    found.setdefault(c.laddr.port, psutil.Process(c.pid))
+    return found
+
+
+def _server_cpu(root: psutil.Process) -> float:
+    """CPU seconds of a server: its root, the children it reaped, and its live descendants."""
+    try:
+        t = root.cpu_times()
+        total = float(t.user + t.system + t.children_user + t.children_system)
+        children = root.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    return total + sum(_cpu(p) for p in children)
 
 
 @dataclass(slots=True)
@@ -116,6 +158,12 @@ class Processes:
     api: list[psutil.Process] = field(default_factory=list)
     worker: list[psutil.Process] = field(default_factory=list)
     peak_rss: dict[str, int] = field(default_factory=lambda: {"api": 0, "worker": 0})
+    # kind -> port -> the process listening there (``server_ports``, ``listeners``).
+    servers: dict[str, dict[int, psutil.Process]] = field(default_factory=dict)
+
+    def find_servers(self, database_url: str, rabbitmq_url: str) -> None:
+        for kind, ports in server_ports(database_url, rabbitmq_url).items():
+            self.servers[kind] = listeners(ports)
 
     @staticmethod
     def tree(pid: int) -> list[psutil.Process]:
@@ -124,15 +172,23 @@ class Processes:
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of each kind (servers: every process of that name, by pid)."""
-        out: dict[str, float] = {}
+        # This process: the load generator (sending, and polling for the commits).
+        out: dict[str, float] = {"load_generator": _cpu(psutil.Process())}
         for kind in ("api", "worker"):
             procs = getattr(self, kind)
             if procs:
                 out[kind] = sum(_cpu(p) for p in procs)
         for kind, names in SERVERS.items():
-            out[kind] = sum(
-                _cpu(p) for p in psutil.process_iter(["name"]) if p.info["name"] in names
-            )
+            roots = self.servers.get(kind)
+            if not roots:
+                out[kind] = sum(
+                    _cpu(p) for p in psutil.process_iter(["name"]) if p.info["name"] in names
+                )
+                continue
+            per_port = {port: _server_cpu(root) for port, root in sorted(roots.items())}
+            out[kind] = sum(per_port.values())
+            if len(per_port) > 1:
+                out.update({f"{kind}:{port}": cpu for port, cpu in per_port.items()})
         return out
 
     def sample_rss(self) -> None:
@@ -174,7 +230,7 @@ def started_service(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     """API (gunicorn) + worker as child processes against a scratch database."""
     tag = secrets.token_hex(4)
     base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/events")
-    database_url = base.rsplit("/", 1)[0] + f"/events_bench_{tag}"
+    database_url = urlunsplit(urlsplit(base)._replace(path=f"/events_bench_{tag}"))
     port = free_port()
     key = secrets.token_urlsafe(16)
     lake = tempfile.mkdtemp(prefix="events-bench-lake-")
@@ -227,14 +283,13 @@ def started_service(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
 
 def delete_queues_of(env: dict[str, str]) -> None:
-    import aio_pika  # noqa: PLC0415
-
     from core.config import load_settings  # noqa: PLC0415
+    from pipeline.broker import connect  # noqa: PLC0415
     from pipeline.topology import Topology, delete_queues  # noqa: PLC0415
 
     async def run() -> None:
         settings = load_settings(env)
-        connection = await aio_pika.connect(settings.rabbitmq_url)
+        connection = await connect(settings.rabbitmq_url, timeout=10)
         try:
             await delete_queues(connection, Topology.from_settings(settings))
         finally:
@@ -419,6 +474,10 @@ async def measure(args: argparse.Namespace, service: dict[str, Any]) -> dict[str
         processes.api = Processes.tree(service["api_pid"])
     if service.get("worker_pid"):
         processes.worker = Processes.tree(service["worker_pid"])
+    processes.find_servers(
+        service["database_url"],
+        os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+    )
     before = await _stored(service["database_url"])
     cpu0 = processes.cpu()
     latencies, statuses, started, accepted_at = await send(
@@ -533,8 +592,8 @@ def render(result: dict[str, Any]) -> str:
     rows.append(
         (
             "",
-            "(postgres and rabbitmq: every process of the host's server, the ceiling's "
-            "COPY excluded)",
+            "(postgres and rabbitmq: every process of the servers on the URLs' local ports, "
+            "all nodes summed, each port apart too; the ceiling's COPY excluded)",
         )
     )
     rows.append(("DAU over the loaded range", f"{result['dau_query_ms']} ms"))
