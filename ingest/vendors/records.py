@@ -24,7 +24,7 @@ _UUID = re.compile(
 VENDOR_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:events:vendor")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Epoch milliseconds a datetime can hold (years 1..9999).
-_MIN_MS, _MAX_MS = -62_135_596_800_000, 253_402_300_799_999
+MIN_MS, MAX_MS = -62_135_596_800_000, 253_402_300_799_999
 
 
 def namespace(vendor: str) -> uuid.UUID:
@@ -63,7 +63,7 @@ def iso_from_millis(ms: Any) -> Any:
     """Epoch milliseconds as an ISO-8601 UTC text; anything else is passed on (validation
     refuses it as ``invalid_type``)."""
     if type(ms) is int or type(ms) is float:
-        if not _MIN_MS <= ms <= _MAX_MS:  # NaN or beyond a datetime (NaN compares False)
+        if not MIN_MS <= ms <= MAX_MS:  # NaN or beyond a datetime (NaN compares False)
             return ms
         return (_EPOCH + timedelta(microseconds=round(ms * 1000))).isoformat()
     return ms
