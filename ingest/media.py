@@ -126,6 +126,20 @@ def check_values(n: int, max_values: int) -> None:
         )
 
 
+def load_json(body: bytes, *, max_events: int, max_values: int) -> Any:
+    """A JSON body decoded, once its events and values are counted from the bytes within
+    the limits (``ingest/json_shape.py``): nothing is built for a body that would be
+    refused for its size."""
+    shape = json_shape(body, max_events=max_events, max_values=max_values)
+    if shape.events > max_events:
+        too_many_events(max_events)
+    check_values(shape.values, max_values)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as ex:
+        raise Refusal(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {ex}") from ex
+
+
 def decode_json(
     body: bytes,
     limits: Limits,
@@ -133,15 +147,7 @@ def decode_json(
     max_events: int,
     max_values: int = DEFAULT_MAX_VALUES,
 ) -> ValidatedBatch:
-    # Counted from the bytes before any object is built (ingest/json_shape.py).
-    shape = json_shape(body, max_events=max_events, max_values=max_values)
-    if shape.events > max_events:
-        too_many_events(max_events)
-    check_values(shape.values, max_values)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as ex:
-        raise Refusal(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {ex}") from ex
+    doc = load_json(body, max_events=max_events, max_values=max_values)
     events: Any = doc.get("events") if isinstance(doc, dict) else doc
     if not isinstance(events, list):
         raise Refusal(

@@ -17,11 +17,9 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-import orjson
 
 from core.codes import ErrorCode, Refusal
-from ingest.json_shape import json_shape
-from ingest.media import check_count, check_values, too_many_events
+from ingest.media import check_count, load_json
 from ingest.validate import Limits, ValidatedBatch, validate_records
 from ingest.vendors import amplitude, posthog, segment
 from ingest.vendors.records import Translated, text_key
@@ -104,14 +102,7 @@ def decode_vendor(
         key_id = key_ids.get(key_digest(found))
         if key_id is None:
             return VendorBatch(vendor, None, None)
-    shape = json_shape(body, max_events=max_events, max_values=max_values)
-    if shape.events > max_events:
-        too_many_events(max_events)
-    check_values(shape.values, max_values)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as ex:
-        raise Refusal(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {ex}") from ex
+    doc = load_json(body, max_events=max_events, max_values=max_values)
     try:
         translated = TRANSLATORS[vendor](doc, call, now)
     except ValueError as ex:
